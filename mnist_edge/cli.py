@@ -1,0 +1,299 @@
+"""The `mnist-edge` command line: parse, call one library function, render the result."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from mnist_edge import __version__
+from mnist_edge.errors import MnistEdgeError
+
+
+class ErrorHandlingGroup(TyperGroup):
+    """Turns the project's exceptions into one line on stderr and an exit code; no traceback.
+
+    Exceptions of ours mean user error (bad input, a missing file or extra), so the stack trace
+    would only hide the message. Anything else is a bug and keeps its traceback.
+    """
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MnistEdgeError as exc:
+            Console(stderr=True, soft_wrap=True).print(
+                f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False
+            )
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=ErrorHandlingGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    help=(
+        "Train the classic Keras MNIST CNN, export it to int8 TFLite and ONNX, verify every "
+        "export against Keras, benchmark it, and ship it to devices.\n\n"
+        "Typical run: `mnist-edge train && mnist-edge export --int8 && mnist-edge verify && "
+        "mnist-edge bench`"
+    ),
+)
+
+
+class Runtime(str, Enum):
+    litert = "litert"
+    litert_ref = "litert-ref"
+    tflm = "tflm"
+    onnxruntime = "onnxruntime"
+    keras = "keras"
+    all = "all"
+
+
+ArtifactsOption = Annotated[
+    Path,
+    typer.Option(
+        "--artifacts",
+        "-a",
+        help="Artifacts folder (models, JSON records).",
+        file_okay=False,
+        dir_okay=True,
+    ),
+]
+DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="MNIST folder (four IDX files, raw or .gz) or mnist.npz. "
+        "Default: the cache ($MNIST_EDGE_DATA or ~/.cache/mnist-edge), downloaded if empty.",
+        exists=True,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout instead of a table.")
+]
+ModelOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="An export to use (repeatable). Default: every .tflite and .onnx in the artifacts.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+RuntimeOption = Annotated[
+    list[Runtime] | None,
+    typer.Option(
+        "--runtime",
+        "-r",
+        help="Runtime(s) to run each export on (repeatable); `all` = every one that fits the file. "
+        "Default: litert for .tflite, onnxruntime for .onnx.",
+    ),
+]
+ThreadsOption = Annotated[
+    int, typer.Option("--threads", min=1, help="Threads for every engine (1 = a small device).")
+]
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mnist-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Progress and logs go to stderr; stdout carries only the table or the JSON."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        force=True,
+    )
+
+
+def _emit(result, table_builder, as_json: bool) -> None:
+    if as_json:
+        from mnist_edge.report import to_json
+
+        typer.echo(to_json(result))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            # Piped or captured: rich would assume 80 columns and truncate the table's cells.
+            console = Console(width=200)
+        console.print(table_builder(result))
+
+
+@app.command()
+def data(data: DataOption = None, as_json: JsonOption = False) -> None:
+    """Fetch and check MNIST; print where it is, the counts and the class histogram.
+
+    Example: `mnist-edge data` or `mnist-edge data --data ~/mnist --json`
+    """
+    from mnist_edge.data import load_mnist, summarize
+    from mnist_edge.report import data_table
+
+    _emit(summarize(load_mnist(data)), data_table, as_json)
+
+
+@app.command()
+def train(
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling).")] = 0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N training images.")
+    ] = None,
+    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
+    data: DataOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model.keras.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the seed CNN (Adam, 10% validation) and write model.keras and train.json.
+
+    Examples: `mnist-edge train` (5 epochs, full data) or
+    `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
+    """
+    from mnist_edge.data import load_mnist
+    from mnist_edge.model import train as train_model
+    from mnist_edge.report import epoch_line, train_table
+
+    mnist = load_mnist(data)
+    result = train_model(
+        mnist,
+        artifacts,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        limit=limit,
+        overwrite=overwrite,
+        on_epoch=lambda stats: logging.getLogger("mnist_edge").info(epoch_line(stats, epochs)),
+    )
+    _emit(result, train_table, as_json)
+
+
+@app.command()
+def export(
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Also write model_int8.tflite (full-integer, int8 I/O).")
+    ] = False,
+    calibration_size: Annotated[
+        int, typer.Option(min=1, help="Training images that calibrate the int8 ranges.")
+    ] = 500,
+    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
+    data: DataOption = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing exports.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Export model.keras to model_float32.tflite and model.onnx (and model_int8.tflite).
+
+    Also records Keras' outputs on the test set (reference.npz), so verify needs no TensorFlow.
+    Example: `mnist-edge export --int8`
+    """
+    from mnist_edge.data import load_mnist
+    from mnist_edge.export import export as export_model
+    from mnist_edge.report import export_table
+
+    result = export_model(
+        artifacts,
+        load_mnist(data),
+        int8=int8,
+        calibration_size=calibration_size,
+        overwrite=overwrite,
+    )
+    _emit(result, export_table, as_json)
+
+
+@app.command()
+def verify(
+    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
+    model: ModelOption = None,
+    runtime: RuntimeOption = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Largest accuracy drop below Keras allowed, in pp.")
+    ] = 0.5,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N test images.")
+    ] = None,
+    threads: ThreadsOption = 1,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every export on the 10,000 test images and compare with Keras; exit 1 on a failure.
+
+    Examples: `mnist-edge verify` or
+    `mnist-edge verify -m artifacts/model_int8.tflite -r all --json`
+    """
+    from mnist_edge.data import load_mnist
+    from mnist_edge.report import verify_table
+    from mnist_edge.verify import verify as verify_exports
+
+    report = verify_exports(
+        artifacts,
+        load_mnist(data),
+        models=model,
+        runtimes=[r.value for r in runtime] if runtime else None,
+        tolerance_pp=tolerance,
+        limit=limit,
+        threads=threads,
+    )
+    _emit(report, verify_table, as_json)
+    if not report:
+        Console(stderr=True, soft_wrap=True).print(
+            "[bold red]verify failed:[/bold red] " + "; ".join(report.failures),
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
+    model: ModelOption = None,
+    runtime: RuntimeOption = None,
+    runs: Annotated[int, typer.Option(min=1, help="Timed single-image runs.")] = 1000,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 50,
+    threads: ThreadsOption = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size for throughput.")] = 64,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Time each export: single-image latency percentiles and batched throughput.
+
+    Examples: `mnist-edge bench` or `mnist-edge bench --threads 2 --runs 200 --json`
+    """
+    from mnist_edge.bench import bench as bench_exports
+    from mnist_edge.data import load_mnist
+    from mnist_edge.report import bench_table
+
+    report = bench_exports(
+        artifacts,
+        load_mnist(data),
+        models=model,
+        runtimes=[r.value for r in runtime] if runtime else None,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        batch_size=batch_size,
+    )
+    _emit(report, bench_table, as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="mnist-edge")

@@ -1,0 +1,101 @@
+"""Atomic writes and checksums: an artifact is either the old file or the new one, never half."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mnist_edge.errors import MnistEdgeError
+
+
+def sha256_bytes(data: bytes) -> str:
+    """SHA-256 hex digest of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    # mkstemp makes the file 0600; an artifact gets the usual permissions (0666 less umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to `path` atomically (temporary file in the same folder, then rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically, indented, with a trailing newline."""
+    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def prepare_output_dir(path: Path) -> Path:
+    """Create the artifacts folder if needed; refuse a file or an unwritable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MnistEdgeError(f"Artifacts path {path} is a file; expected a folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistEdgeError(f"Cannot create artifacts folder {path}: {exc.strerror}.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MnistEdgeError(f"Artifacts folder {path} is not writable.")
+    return path
+
+
+def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
+    """Raise if any of `paths` exists and `overwrite` is off (a batch tool never prompts)."""
+    if overwrite:
+        return
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing:
+        raise MnistEdgeError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+            "pass --overwrite to replace."
+        )
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for the block, so native libraries keep stdout clean."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)

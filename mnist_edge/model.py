@@ -1,0 +1,211 @@
+"""The seed's CNN, built and trained with Keras 3. TensorFlow is imported inside the functions."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.data import Mnist, to_float
+from mnist_edge.deps import require
+from mnist_edge.errors import MnistEdgeError, ModelError
+from mnist_edge.files import atomic_path, prepare_output_dir, refuse_overwrite, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+TRAIN_JSON = "train.json"
+INPUT_SHAPE = (28, 28, 1)
+NUM_PARAMS = 93_322  # the seed architecture's parameter count
+VALIDATION_SPLIT = 0.1  # the seed's held-out share (Keras takes the last 10% of the data)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """Loss and accuracy of one epoch, train and validation."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `train` did and measured; written as train.json."""
+
+    model_path: str
+    epochs: int
+    batch_size: int
+    seed: int
+    limit: int | None
+    train_images: int
+    seconds: float
+    history: list[EpochStats]
+    test_accuracy: float
+    test_loss: float
+    params: int
+    data_source: str
+    data_sha256: dict[str, str]
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def library_versions(*names: str) -> dict[str, str]:
+    """Installed versions of the given distributions (and Python), for the records."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_model():
+    """The seed's architecture exactly: three convolutions, two max-pools, two dense layers."""
+    keras = require("keras")
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE, name="image"),
+            layers.Conv2D(32, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.MaxPooling2D((2, 2)),
+            layers.Conv2D(64, (3, 3), activation="relu"),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="mnist_cnn",
+    )
+
+
+def load_keras_model(path: Path):
+    """Load a saved model.keras (safe mode on: no Lambda layers) and check its input shape."""
+    keras = require("keras")
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model; run `mnist-edge train` first.")
+    try:
+        model = keras.models.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad archive.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: cannot load the Keras model ({first[:200]}).") from None
+    shape = tuple(model.input_shape[1:])
+    if shape != INPUT_SHAPE:
+        raise ModelError(f"{path}: model input shape is {shape}; expected {INPUT_SHAPE}.")
+    return model
+
+
+def _seed_everything(seed: int) -> None:
+    tf = require("tensorflow")
+    keras = require("keras")
+    keras.utils.set_random_seed(seed)
+    # Same seed, same weights: deterministic kernels cost little on this small CNN.
+    tf.config.experimental.enable_op_determinism()
+
+
+def train(
+    mnist: Mnist,
+    artifacts: Path,
+    *,
+    epochs: int = 5,
+    batch_size: int = 128,
+    seed: int = 0,
+    limit: int | None = None,
+    overwrite: bool = False,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train the seed CNN as the seed does (Adam, 10% held out); save model.keras, train.json."""
+    for name, value in (("epochs", epochs), ("batch size", batch_size), ("limit", limit)):
+        if value is not None and value < 1:
+            raise MnistEdgeError(f"Invalid {name} {value}: expected a positive integer.")
+    artifacts = prepare_output_dir(artifacts)
+    model_path = artifacts / MODEL_FILE
+    refuse_overwrite([model_path, artifacts / TRAIN_JSON], overwrite)
+    keras = require("keras")
+    _seed_everything(seed)
+
+    x_train, y_train = mnist.x_train, mnist.y_train
+    if limit is not None:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    if len(x_train) < 10:
+        raise MnistEdgeError(f"Invalid limit {limit}: need at least 10 training images.")
+
+    model = build_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history: list[EpochStats] = []
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            stats = EpochStats(
+                epoch=epoch + 1,
+                loss=float(logs["loss"]),
+                accuracy=float(logs["accuracy"]),
+                val_loss=float(logs["val_loss"]),
+                val_accuracy=float(logs["val_accuracy"]),
+                seconds=round(time.perf_counter() - self.started, 3),
+            )
+            history.append(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+
+    started = time.perf_counter()
+    model.fit(
+        to_float(x_train),
+        y_train.astype(np.int32),
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=VALIDATION_SPLIT,
+        shuffle=True,
+        verbose=0,
+        callbacks=[Progress()],
+    )
+    seconds = time.perf_counter() - started
+    test_loss, test_accuracy = model.evaluate(
+        to_float(mnist.x_test), mnist.y_test.astype(np.int32), batch_size=1000, verbose=0
+    )
+    with atomic_path(model_path) as tmp:
+        # Keras insists on the .keras suffix, so save under a temporary .keras name first.
+        staged = tmp.with_name(tmp.name + ".keras")
+        try:
+            model.save(staged)
+            staged.replace(tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    result = TrainResult(
+        model_path=str(model_path),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        limit=limit,
+        train_images=int(len(x_train)),
+        seconds=round(seconds, 3),
+        history=history,
+        test_accuracy=float(test_accuracy),
+        test_loss=float(test_loss),
+        params=int(model.count_params()),
+        data_source=mnist.source,
+        data_sha256=dict(mnist.sha256),
+        versions=library_versions("tensorflow", "keras", "numpy"),
+    )
+    write_json(artifacts / TRAIN_JSON, asdict(result))
+    return result

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import Mnist, to_float
+from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.files import write_json
 from mnist_edge.model import library_versions
@@ -169,7 +169,7 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch_size: 
 
 def bench(
     artifacts: Path,
-    mnist: Mnist,
+    data: Mnist | Path | None,
     *,
     models: list[Path] | None = None,
     runtimes: list[str] | None = None,
@@ -190,7 +190,7 @@ def bench(
     exports = list(models) if models else find_exports(artifacts)
     if not exports:
         raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
-    images = to_float(mnist.x_test[:SAMPLE_IMAGES])
+    images = to_float(ensure_mnist(data).x_test[:SAMPLE_IMAGES])
     rows = []
     for path in exports:
         for runtime in select_runtimes(path, runtimes):

@@ -169,13 +169,11 @@ def train(
     Examples: `mnist-edge train` (5 epochs, full data) or
     `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
     """
-    from mnist_edge.data import load_mnist
     from mnist_edge.model import train as train_model
     from mnist_edge.report import epoch_line, train_table
 
-    mnist = load_mnist(data)
     result = train_model(
-        mnist,
+        data,
         artifacts,
         epochs=epochs,
         batch_size=batch_size,
@@ -205,13 +203,12 @@ def export(
     Also records Keras' outputs on the test set (reference.npz), so verify needs no TensorFlow.
     Example: `mnist-edge export --int8`
     """
-    from mnist_edge.data import load_mnist
     from mnist_edge.export import export as export_model
     from mnist_edge.report import export_table
 
     result = export_model(
         artifacts,
-        load_mnist(data),
+        data,
         int8=int8,
         calibration_size=calibration_size,
         overwrite=overwrite,
@@ -239,13 +236,12 @@ def verify(
     Examples: `mnist-edge verify` or
     `mnist-edge verify -m artifacts/model_int8.tflite -r all --json`
     """
-    from mnist_edge.data import load_mnist
     from mnist_edge.report import verify_table
     from mnist_edge.verify import verify as verify_exports
 
     report = verify_exports(
         artifacts,
-        load_mnist(data),
+        data,
         models=model,
         runtimes=[r.value for r in runtime] if runtime else None,
         tolerance_pp=tolerance,
@@ -278,12 +274,11 @@ def bench(
     Examples: `mnist-edge bench` or `mnist-edge bench --threads 2 --runs 200 --json`
     """
     from mnist_edge.bench import bench as bench_exports
-    from mnist_edge.data import load_mnist
     from mnist_edge.report import bench_table
 
     report = bench_exports(
         artifacts,
-        load_mnist(data),
+        data,
         models=model,
         runtimes=[r.value for r in runtime] if runtime else None,
         runs=runs,

@@ -185,10 +185,10 @@ def load_idx_folder(folder: Path) -> Mnist:
     return Mnist(**arrays, source=str(folder), sha256=digests)
 
 
-def load_npz(path: Path) -> Mnist:
+def load_npz(path: Path, expected_sha256: str = KERAS_NPZ_SHA256) -> Mnist:
     """Load a Keras-style mnist.npz, checked against Keras' published SHA-256, without pickle."""
-    raw = path.read_bytes()
-    digest = _check_sha(raw, KERAS_NPZ_SHA256, str(path))
+    raw = Path(path).read_bytes()
+    digest = _check_sha(raw, expected_sha256, str(path))
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in IDX_FILES if key in npz.files}
@@ -319,6 +319,11 @@ def load_mnist(data: Path | None = None) -> Mnist:
     if not _has_data(cache):
         fetch_into(cache)
     return load_from(cache)
+
+
+def ensure_mnist(data: Mnist | Path | None) -> Mnist:
+    """A loaded Mnist as is; otherwise load it from a path, or the cache (see load_mnist)."""
+    return data if isinstance(data, Mnist) else load_mnist(data)
 
 
 def to_float(images: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import Mnist, to_float
+from mnist_edge.data import IDX_FILES, Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import (
@@ -35,6 +35,7 @@ ONNX_OPSET = 17
 ONNX_INPUT_NAME = "image"
 DEFAULT_CALIBRATION_SIZE = 500
 KERAS_BATCH = 1000
+TRAIN_IMAGES = IDX_FILES["y_train"].count
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,16 @@ def convert_onnx(model, opset: int = ONNX_OPSET) -> bytes:
 
 def export(
     artifacts: Path,
-    mnist: Mnist,
+    data: Mnist | Path | None,
     *,
     int8: bool = False,
     calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     overwrite: bool = False,
 ) -> ExportResult:
     """Export model.keras in `artifacts` to TFLite and ONNX, and record Keras' reference outputs."""
-    if calibration_size < 1 or calibration_size > len(mnist.x_train):
+    if not 1 <= calibration_size <= TRAIN_IMAGES:
         raise MnistEdgeError(
-            f"Invalid calibration size {calibration_size}: expected 1 to {len(mnist.x_train)}."
+            f"Invalid calibration size {calibration_size}: expected 1 to {TRAIN_IMAGES}."
         )
     artifacts = prepare_output_dir(artifacts)
     source = artifacts / MODEL_FILE
@@ -128,6 +129,7 @@ def export(
     targets = [FLOAT32_TFLITE, ONNX_FILE] + ([INT8_TFLITE] if int8 else [])
     refuse_overwrite([artifacts / name for name in targets], overwrite)
     model = load_keras_model(source)
+    mnist = ensure_mnist(data)
 
     converters = {
         FLOAT32_TFLITE: ("tflite-float32", lambda: convert_tflite_float32(model)),

@@ -87,14 +87,19 @@ def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 to stderr for the block, so native libraries keep stdout clean."""
+    """Send stdout to stderr for the block, both Python's and file descriptor 1.
+
+    Converters and native runtimes print banners to stdout (TFLM from C, the TFLite converter
+    from Python); under --json stdout must carry the JSON alone.
+    """
     import sys
 
     sys.stdout.flush()
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

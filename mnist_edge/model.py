@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import Mnist, to_float
+from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import atomic_path, prepare_output_dir, refuse_overwrite, write_json
@@ -115,7 +115,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def train(
-    mnist: Mnist,
+    data: Mnist | Path | None,
     artifacts: Path,
     *,
     epochs: int = 5,
@@ -133,6 +133,7 @@ def train(
     model_path = artifacts / MODEL_FILE
     refuse_overwrite([model_path, artifacts / TRAIN_JSON], overwrite)
     keras = require("keras")
+    mnist = ensure_mnist(data)
     _seed_everything(seed)
 
     x_train, y_train = mnist.x_train, mnist.y_train

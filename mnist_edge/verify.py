@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import Mnist, to_float
+from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export import REFERENCE_FILE, keras_probabilities
 from mnist_edge.files import sha256_file, write_json
@@ -110,7 +110,7 @@ def find_exports(artifacts: Path) -> list[Path]:
 
 def verify(
     artifacts: Path,
-    mnist: Mnist,
+    data: Mnist | Path | None,
     *,
     models: list[Path] | None = None,
     runtimes: list[str] | None = None,
@@ -129,6 +129,7 @@ def verify(
     exports = list(models) if models else find_exports(artifacts)
     if not exports:
         raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
+    mnist = ensure_mnist(data)
     count = min(limit or len(mnist.y_test), len(mnist.y_test))
     labels = mnist.y_test[:count]
     images = to_float(mnist.x_test[:count])

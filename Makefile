@@ -1,0 +1,36 @@
+# The two Quickstart commands: `make demo` (the whole pipeline) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARTIFACTS ?= artifacts
+EXTRAS ?= train,micro,dev
+
+.PHONY: setup demo test lint clean
+
+# A workstation install: the package, TensorFlow and tf2onnx, TFLite Micro, the test tools.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# data -> train (5 epochs, full data) -> export --int8 -> verify -> bench
+demo: setup
+	$(BIN)/mnist-edge data
+	$(BIN)/mnist-edge train --artifacts $(ARTIFACTS) --overwrite
+	$(BIN)/mnist-edge export --int8 --artifacts $(ARTIFACTS) --overwrite
+	$(BIN)/mnist-edge verify --artifacts $(ARTIFACTS)
+	$(BIN)/mnist-edge bench --artifacts $(ARTIFACTS)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+	find $(ARTIFACTS) -mindepth 1 ! -name .gitkeep -delete

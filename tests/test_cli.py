@@ -1,0 +1,118 @@
+"""The CLI: one CliRunner test per command, error lines without tracebacks, the real entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from mnist_edge import __version__
+from mnist_edge.cli import app
+
+runner = CliRunner()
+COMMANDS = ("data", "train", "export", "verify", "bench")
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_help_has_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0
+    assert f"mnist-edge {command}" in result.stdout.replace("\n", " ")
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"mnist-edge {__version__}"
+
+
+def test_data_json(mnist):
+    result = invoke("data", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["train_count"] == 60000 and payload["test_count"] == 10000
+
+
+@pytest.mark.slow
+def test_train_json_keeps_stdout_clean(tmp_path, mnist):
+    result = invoke("train", "--epochs", "1", "--limit", "500", "--artifacts", tmp_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)  # stdout is the JSON alone; progress went to stderr
+    assert payload["epochs"] == 1 and payload["train_images"] == 500
+    assert "epoch 1/1" in result.stderr
+
+
+@pytest.mark.slow
+def test_export_verify_bench_through_the_cli(exported_copy):
+    result = invoke("export", "--int8", "--artifacts", exported_copy, "--overwrite", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["files"]) == 3
+
+    result = invoke("verify", "--artifacts", exported_copy, "--limit", "1000")
+    assert result.exit_code == 0, result.stderr
+    assert "model_int8.tflite" in result.stdout and "agreement" in result.stdout
+
+    result = invoke("bench", "-a", exported_copy, "--runs", "20", "--warmup", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["results"]
+    assert {r["runtime"] for r in rows} == {"litert", "onnxruntime"}
+
+
+@pytest.mark.slow
+def test_verify_exits_1_naming_the_failed_export(perturbed_copy):
+    result = invoke("verify", "--artifacts", perturbed_copy, "--limit", "2000", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["failures"]  # the JSON is still complete on stdout
+    assert "model_float32.tflite" in result.stderr and "below Keras" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("verify", "--artifacts", "{empty}"), "no .tflite or .onnx exports"),
+        (("export", "--artifacts", "{empty}"), "no such model; run `mnist-edge train` first"),
+        (("bench", "--artifacts", "{empty}/absent"), "no such artifacts folder"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
+    result = invoke(*(a.format(empty=tmp_path) for a in args))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--epochs", "0"),
+        ("bench", "--runs", "-5"),
+        ("verify", "--tolerance", "-1"),
+        ("train", "--data", "/no/such/folder"),
+    ],
+)
+def test_bad_options_exit_2(args):
+    result = invoke(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
+def test_installed_entry_point_and_module():
+    exe = subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "--version"], capture_output=True, text=True
+    )
+    assert exe.returncode == 0 and exe.stdout.strip() == f"mnist-edge {__version__}"
+    script = subprocess.run(["mnist-edge", "--help"], capture_output=True, text=True, check=False)
+    assert script.returncode == 0 and "verify" in script.stdout

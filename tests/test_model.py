@@ -1,0 +1,74 @@
+"""The seed architecture and a real (quick) training run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mnist_edge.errors import MnistEdgeError, ModelError
+from mnist_edge.model import NUM_PARAMS, build_model, load_keras_model, train
+from tests.conftest import QUICK_EPOCHS, QUICK_LIMIT, QUICK_MIN_ACCURACY
+
+
+def test_architecture_is_the_seed():
+    model = build_model()
+    assert model.count_params() == NUM_PARAMS == 93_322
+    kinds = [layer.__class__.__name__ for layer in model.layers]
+    assert kinds == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
+    assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [32, 64, 64]
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+@pytest.mark.slow
+def test_quick_training_reaches_stated_accuracy(trained):
+    artifacts, result = trained
+    assert result.test_accuracy >= QUICK_MIN_ACCURACY
+    assert len(result.history) == QUICK_EPOCHS and result.train_images == QUICK_LIMIT
+    record = json.loads((artifacts / "train.json").read_text())
+    for key in ("epochs", "batch_size", "seed", "seconds", "test_accuracy", "test_loss"):
+        assert key in record
+    assert set(record["history"][0]) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert len(record["data_sha256"]) in (1, 4)
+    assert "tensorflow" in record["versions"]
+    assert load_keras_model(artifacts / "model.keras").count_params() == NUM_PARAMS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": 0}, "Invalid epochs 0"),
+        ({"batch_size": -1}, "Invalid batch size -1"),
+        ({"limit": 0}, "Invalid limit 0"),
+        ({"limit": 5}, "need at least 10"),
+    ],
+)
+def test_train_rejects_bad_options(tmp_path, mnist, kwargs, message):
+    with pytest.raises(MnistEdgeError, match=message):
+        train(mnist, tmp_path, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_refuses_to_overwrite(tmp_path, mnist):
+    (tmp_path / "model.keras").write_bytes(b"old")
+    with pytest.raises(MnistEdgeError, match="already exists; pass --overwrite"):
+        train(mnist, tmp_path, epochs=1, limit=100)
+    assert (tmp_path / "model.keras").read_bytes() == b"old"
+
+
+def test_load_keras_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="no such model"):
+        load_keras_model(tmp_path / "model.keras")
+    bad = tmp_path / "model.keras"
+    bad.write_text("not a zip")
+    with pytest.raises(ModelError, match="cannot load the Keras model"):
+        load_keras_model(bad)

@@ -1,0 +1,90 @@
+"""verify: accuracy first, every failure collected, exit 1 for a real accuracy loss."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.verify import compare, verify
+
+pytestmark = pytest.mark.slow
+
+
+def test_compare_is_plain_numpy():
+    ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    out = np.array([[0.7, 0.3], [0.6, 0.4], [0.6, 0.4]], np.float32)
+    metrics = compare(ref, out, labels=np.array([0, 1, 1]))
+    assert metrics["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["agreement"] == pytest.approx(2 / 3)
+    assert metrics["max_abs_diff"] == pytest.approx(0.4)
+
+
+def test_verify_passes_and_writes_the_contract(exported, mnist):
+    artifacts, result = exported
+    report = verify(artifacts, mnist)
+    assert report and report.images == 10000
+    assert report.reference.source == "recorded"
+    assert report.reference.accuracy == pytest.approx(result.keras_test_accuracy)
+    rows = {(r.artifact, r.runtime): r for r in report.results}
+    assert set(rows) == {
+        ("model.onnx", "onnxruntime"),
+        ("model_float32.tflite", "litert"),
+        ("model_int8.tflite", "litert"),
+    }
+    assert rows["model.onnx", "onnxruntime"].agreement >= 0.999
+    assert abs(rows["model.onnx", "onnxruntime"].delta_pp) <= 0.01
+    assert abs(rows["model_int8.tflite", "litert"].delta_pp) <= 1.0
+    record = json.loads((artifacts / "verify.json").read_text())
+    assert set(record["reference"]) >= {"artifact", "accuracy"}
+    for row in record["results"]:
+        assert set(row) >= {
+            "artifact",
+            "runtime",
+            "accuracy",
+            "delta_pp",
+            "agreement",
+            "max_abs_diff",
+        }
+
+
+def test_live_keras_reference_gives_the_same_numbers(exported_copy, mnist):
+    recorded = verify(exported_copy, mnist, limit=2000)
+    (exported_copy / "reference.npz").unlink()
+    live = verify(exported_copy, mnist, limit=2000)
+    assert live.reference.source == "live"
+    assert live.reference.accuracy == recorded.reference.accuracy
+    for a, b in zip(recorded.results, live.results, strict=True):
+        assert a.accuracy == b.accuracy and a.agreement == b.agreement
+
+
+def test_perturbed_export_fails_and_is_named(perturbed_copy, mnist):
+    """A model whose weights are really damaged must fail the tolerance, alone."""
+    report = verify(perturbed_copy, mnist, limit=2000)
+    assert not report
+    assert len(report.failures) == 1 and report.failures[0].startswith("model_float32.tflite")
+    failed = [r for r in report.results if not r.passed]
+    assert [r.artifact for r in failed] == ["model_float32.tflite"]
+
+
+def test_unloadable_export_is_collected_with_the_others(exported_copy, mnist):
+    (exported_copy / "broken.tflite").write_text("not a model")
+    report = verify(exported_copy, mnist, limit=500)
+    assert len(report.failures) == 1 and "broken.tflite" in report.failures[0]
+    assert len(report.results) == 3  # the good exports were still verified
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"tolerance_pp": -0.1}, "Invalid tolerance"), ({"limit": 0}, "Invalid limit")],
+)
+def test_verify_rejects_bad_options(exported, mnist, kwargs, message):
+    with pytest.raises(MnistEdgeError, match=message):
+        verify(exported[0], mnist, **kwargs)
+
+
+def test_verify_needs_exports(tmp_path, mnist):
+    with pytest.raises(MnistEdgeError, match="no .tflite or .onnx exports"):
+        verify(tmp_path, mnist)

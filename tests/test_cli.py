@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -114,5 +115,7 @@ def test_installed_entry_point_and_module():
         [sys.executable, "-m", "mnist_edge", "--version"], capture_output=True, text=True
     )
     assert exe.returncode == 0 and exe.stdout.strip() == f"mnist-edge {__version__}"
-    script = subprocess.run(["mnist-edge", "--help"], capture_output=True, text=True, check=False)
+    # The console script pip installed beside this interpreter (the venv may not be on PATH).
+    entry_point = Path(sys.executable).parent / "mnist-edge"
+    script = subprocess.run([entry_point, "--help"], capture_output=True, text=True, check=False)
     assert script.returncode == 0 and "verify" in script.stdout

@@ -56,6 +56,12 @@ class Runtime(str, Enum):
     all = "all"
 
 
+class OnnxCalibration(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
 ArtifactsOption = Annotated[
     Path,
     typer.Option(
@@ -118,12 +124,9 @@ def main_options(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Progress and logs go to stderr; stdout carries only the table or the JSON."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        force=True,
-    )
+    # Our progress at INFO; other libraries' loggers (tf2onnx is chatty) at WARNING.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s", force=True)
+    logging.getLogger("mnist_edge").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _emit(result, table_builder, as_json: bool) -> None:
@@ -187,21 +190,35 @@ def train(
 
 @app.command()
 def export(
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--formats",
+            "-f",
+            help="Formats to write, comma-separated or repeated: tflite-float32, tflite-float16, "
+            "tflite-dynamic, tflite-int8, onnx-float32, onnx-int8, or all. "
+            "Default: tflite-float32,onnx-float32.",
+        ),
+    ] = None,
     int8: Annotated[
-        bool, typer.Option("--int8", help="Also write model_int8.tflite (full-integer, int8 I/O).")
+        bool,
+        typer.Option("--int8", help="Add model_int8.tflite (full-integer, int8 I/O): short form."),
     ] = False,
     calibration_size: Annotated[
         int, typer.Option(min=1, help="Training images that calibrate the int8 ranges.")
     ] = 500,
+    onnx_calibration: Annotated[
+        OnnxCalibration, typer.Option(help="Calibration method of the ONNX int8 export.")
+    ] = "minmax",
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     data: DataOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing exports.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Export model.keras to model_float32.tflite and model.onnx (and model_int8.tflite).
+    """Export model.keras to TFLite and ONNX: float32 by default, quantized on request.
 
     Also records Keras' outputs on the test set (reference.npz), so verify needs no TensorFlow.
-    Example: `mnist-edge export --int8`
+    Examples: `mnist-edge export --int8` or `mnist-edge export --formats all --overwrite`
     """
     from mnist_edge.export import export as export_model
     from mnist_edge.report import export_table
@@ -209,8 +226,10 @@ def export(
     result = export_model(
         artifacts,
         data,
+        formats=[name.strip() for value in formats or [] for name in value.split(",")] or None,
         int8=int8,
         calibration_size=calibration_size,
+        onnx_calibration=OnnxCalibration(onnx_calibration).value,
         overwrite=overwrite,
     )
     _emit(result, export_table, as_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,16 +27,55 @@ from mnist_edge.model import INPUT_SHAPE, MODEL_FILE, library_versions, load_ker
 
 log = logging.getLogger(__name__)
 
-FLOAT32_TFLITE = "model_float32.tflite"
-INT8_TFLITE = "model_int8.tflite"
-ONNX_FILE = "model.onnx"
 REFERENCE_FILE = "reference.npz"
 EXPORT_JSON = "export.json"
 ONNX_OPSET = 17
 ONNX_INPUT_NAME = "image"
 DEFAULT_CALIBRATION_SIZE = 500
+ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 KERAS_BATCH = 1000
 TRAIN_IMAGES = IDX_FILES["y_train"].count
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """An export format: its file name and what it holds."""
+
+    name: str
+    file: str
+    description: str
+    calibrated: bool = False
+
+
+FORMATS = {
+    f.name: f
+    for f in (
+        ExportFormat("tflite-float32", "model_float32.tflite", "TFLite, float32"),
+        ExportFormat("tflite-float16", "model_float16.tflite", "TFLite, float16 weights"),
+        ExportFormat(
+            "tflite-dynamic",
+            "model_dynamic.tflite",
+            "TFLite, dynamic range: int8 weights, float activations",
+        ),
+        ExportFormat(
+            "tflite-int8",
+            "model_int8.tflite",
+            "TFLite, full integer: int8 weights (per channel), activations and I/O",
+            calibrated=True,
+        ),
+        ExportFormat("onnx-float32", "model.onnx", "ONNX, float32 (tf2onnx)"),
+        ExportFormat(
+            "onnx-int8",
+            "model_int8.onnx",
+            "ONNX, int8 QDQ (onnxruntime static quantization, per channel), float I/O",
+            calibrated=True,
+        ),
+    )
+}
+DEFAULT_FORMATS = ("tflite-float32", "onnx-float32")
+FLOAT32_TFLITE = FORMATS["tflite-float32"].file
+INT8_TFLITE = FORMATS["tflite-int8"].file
+ONNX_FILE = FORMATS["onnx-float32"].file
 
 
 @dataclass(frozen=True)
@@ -44,9 +84,20 @@ class ExportedFile:
 
     name: str
     format: str
+    description: str
     bytes: int
     sha256: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How the quantized formats were calibrated."""
+
+    images: int
+    source: str
+    onnx_method: str
+    per_channel: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,7 +107,7 @@ class ExportResult:
     source: str
     source_sha256: str
     files: list[ExportedFile]
-    calibration_size: int | None
+    calibration: Calibration | None
     onnx_opset: int
     keras_test_accuracy: float
     data_sha256: dict[str, str]
@@ -73,23 +124,41 @@ def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
+def _tflite_converter(model):
+    tf = require("tensorflow")
+    return tf, tf.lite.TFLiteConverter.from_keras_model(model)
+
+
 def convert_tflite_float32(model) -> bytes:
     """Plain float32 TFLite flatbuffer."""
-    tf = require("tensorflow")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    _, converter = _tflite_converter(model)
+    return converter.convert()
+
+
+def convert_tflite_float16(model) -> bytes:
+    """float16 weights, dequantized to float32 at load time (half the size, float compute)."""
+    tf, converter = _tflite_converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def convert_tflite_dynamic(model) -> bytes:
+    """Dynamic-range quantization: int8 weights, activations quantized on the fly, float I/O."""
+    tf, converter = _tflite_converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()
 
 
 def convert_tflite_int8(model, calibration_images: np.ndarray) -> bytes:
     """Full-integer post-training quantization: int8 weights (per-channel), activations and I/O."""
-    tf = require("tensorflow")
+    tf, converter = _tflite_converter(model)
     calibration = to_float(calibration_images)
 
     def representative_dataset():
         for i in range(len(calibration)):
             yield [calibration[i : i + 1]]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     # Builtins only: an op without an int8 kernel fails the conversion instead of staying float.
@@ -109,44 +178,124 @@ def convert_onnx(model, opset: int = ONNX_OPSET) -> bytes:
     return model_proto.SerializeToString()
 
 
+def convert_onnx_int8(
+    onnx_float: bytes, calibration_images: np.ndarray, method: str = "minmax"
+) -> bytes:
+    """onnxruntime static quantization to QDQ: int8 weights per channel, int8 activations."""
+    require("onnx")
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calibration = to_float(calibration_images)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter(calibration[i : i + 1] for i in range(len(calibration)))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {ONNX_INPUT_NAME: batch}
+
+    with tempfile.TemporaryDirectory(prefix="mnist-edge-onnx-") as tmp:
+        source, prepared, target = (Path(tmp) / n for n in ("f.onnx", "p.onnx", "q.onnx"))
+        source.write_bytes(onnx_float)
+        # Shape inference and graph clean-up first, as onnxruntime's quantization guide asks.
+        # ONNX's own shape inference suffices for this static CNN; the symbolic pass would
+        # only add a sympy dependency.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+                "percentile": CalibrationMethod.Percentile,
+            }[method],
+        )
+        return target.read_bytes()
+
+
+def resolve_formats(formats: list[str] | None, int8: bool) -> list[str]:
+    """Expand `all`, add tflite-int8 for --int8, check names; keeps the table's order."""
+    requested = set(formats or DEFAULT_FORMATS)
+    if "all" in requested:
+        requested = set(FORMATS)
+    if int8:
+        requested.add("tflite-int8")
+    unknown = sorted(requested - set(FORMATS))
+    if unknown:
+        raise MnistEdgeError(
+            f"Unknown export format {', '.join(unknown)}: expected any of "
+            f"{', '.join(FORMATS)} or all."
+        )
+    return [name for name in FORMATS if name in requested]
+
+
 def export(
     artifacts: Path,
     data: Mnist | Path | None,
     *,
+    formats: list[str] | None = None,
     int8: bool = False,
     calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+    onnx_calibration: str = "minmax",
     overwrite: bool = False,
 ) -> ExportResult:
-    """Export model.keras in `artifacts` to TFLite and ONNX, and record Keras' reference outputs."""
+    """Export model.keras in `artifacts` to each format, and record Keras' reference outputs."""
     if not 1 <= calibration_size <= TRAIN_IMAGES:
         raise MnistEdgeError(
             f"Invalid calibration size {calibration_size}: expected 1 to {TRAIN_IMAGES}."
         )
+    if onnx_calibration not in ONNX_CALIBRATION_METHODS:
+        raise MnistEdgeError(
+            f"Unknown ONNX calibration {onnx_calibration!r}: expected "
+            f"{', '.join(ONNX_CALIBRATION_METHODS)}."
+        )
+    names = resolve_formats(formats, int8)
     artifacts = prepare_output_dir(artifacts)
     source = artifacts / MODEL_FILE
     if not source.is_file():
         raise ModelError(f"{source}: no such model; run `mnist-edge train` first.")
-    targets = [FLOAT32_TFLITE, ONNX_FILE] + ([INT8_TFLITE] if int8 else [])
-    refuse_overwrite([artifacts / name for name in targets], overwrite)
+    refuse_overwrite([artifacts / FORMATS[name].file for name in names], overwrite)
     model = load_keras_model(source)
     mnist = ensure_mnist(data)
+    # The first N training images calibrate both int8 formats, so TFLite and ONNX see the same.
+    calibration_images = mnist.x_train[:calibration_size]
+
+    # Convert everything in memory first, then write: a failed conversion leaves no new file.
+    payloads: dict[str, tuple[bytes, float]] = {}
+
+    def onnx_int8() -> bytes:
+        onnx_float = payloads["onnx-float32"][0] if "onnx-float32" in payloads else None
+        return convert_onnx_int8(
+            onnx_float or convert_onnx(model), calibration_images, onnx_calibration
+        )
 
     converters = {
-        FLOAT32_TFLITE: ("tflite-float32", lambda: convert_tflite_float32(model)),
-        INT8_TFLITE: (
-            "tflite-int8",
-            lambda: convert_tflite_int8(model, mnist.x_train[:calibration_size]),
-        ),
-        ONNX_FILE: ("onnx-float32", lambda: convert_onnx(model)),
+        "tflite-float32": lambda: convert_tflite_float32(model),
+        "tflite-float16": lambda: convert_tflite_float16(model),
+        "tflite-dynamic": lambda: convert_tflite_dynamic(model),
+        "tflite-int8": lambda: convert_tflite_int8(model, calibration_images),
+        "onnx-float32": lambda: convert_onnx(model),
+        "onnx-int8": onnx_int8,
     }
-    # Convert everything in memory first, then write: a failed conversion leaves no new file.
-    payloads: dict[str, tuple[str, bytes, float]] = {}
-    for name in targets:
-        fmt, convert = converters[name]
-        log.info("Converting %s", name)
+    for name in names:
+        log.info("Converting to %s (%s)", FORMATS[name].file, name)
         started = time.perf_counter()
         with stdout_to_stderr():
-            payloads[name] = (fmt, convert(), time.perf_counter() - started)
+            payload = converters[name]()
+        payloads[name] = (payload, time.perf_counter() - started)
 
     log.info("Recording Keras reference outputs on %d test images", len(mnist.x_test))
     probabilities = keras_probabilities(model, mnist.x_test)
@@ -161,21 +310,36 @@ def export(
     )
 
     files = []
-    for name, (fmt, payload, seconds) in payloads.items():
-        write_bytes_atomic(artifacts / name, payload)
+    for name, (payload, seconds) in payloads.items():
+        fmt = FORMATS[name]
+        write_bytes_atomic(artifacts / fmt.file, payload)
         files.append(
-            ExportedFile(name, fmt, len(payload), sha256_bytes(payload), round(seconds, 3))
+            ExportedFile(
+                name=fmt.file,
+                format=name,
+                description=fmt.description,
+                bytes=len(payload),
+                sha256=sha256_bytes(payload),
+                seconds=round(seconds, 3),
+            )
         )
     write_bytes_atomic(artifacts / REFERENCE_FILE, reference.getvalue())
+    calibrated = any(FORMATS[name].calibrated for name in names)
     result = ExportResult(
         source=str(source),
         source_sha256=sha256_file(source),
         files=files,
-        calibration_size=calibration_size if int8 else None,
+        calibration=Calibration(
+            images=calibration_size,
+            source=f"first {calibration_size} MNIST training images",
+            onnx_method=onnx_calibration,
+        )
+        if calibrated
+        else None,
         onnx_opset=ONNX_OPSET,
         keras_test_accuracy=keras_accuracy,
         data_sha256=dict(mnist.sha256),
-        versions=library_versions("tensorflow", "keras", "tf2onnx", "onnx", "numpy"),
+        versions=library_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"),
     )
     write_json(artifacts / EXPORT_JSON, asdict(result))
     return result

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 
 from mnist_edge.bench import BenchReport
@@ -84,8 +85,8 @@ def export_table(result: ExportResult) -> Table:
     return table
 
 
-def verify_table(report: VerifyReport) -> Table:
-    """Accuracy, delta, agreement and output error of each export against Keras."""
+def verify_table(report: VerifyReport) -> Group:
+    """Accuracy, delta, agreement and output error of each export; the cross-runtime matrix."""
     ref = report.reference
     table = Table(
         title=(
@@ -93,7 +94,18 @@ def verify_table(report: VerifyReport) -> Table:
             f"(accuracy {ref.accuracy:.4f}, {ref.source}); tolerance {report.tolerance_pp} pp"
         )
     )
-    for column in ("artifact", "runtime", "accuracy", "Δ pp", "agreement", "max |Δp|", "ok"):
+    columns = (
+        "artifact",
+        "runtime",
+        "accuracy",
+        "Δ pp",
+        "agreement",
+        "max |Δp|",
+        "cosine",
+        "L2 rel",
+        "ok",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
     for r in report.results:
         table.add_row(
@@ -103,9 +115,18 @@ def verify_table(report: VerifyReport) -> Table:
             f"{r.delta_pp:+.2f}",
             f"{r.agreement:.4f}",
             f"{r.max_abs_diff:.2e}",
+            f"{r.cosine_similarity:.6f}",
+            f"{r.l2_relative_error:.2e}",
             "yes" if r.passed else "[red]NO[/red]",
         )
-    return table
+    cross = report.cross_agreement
+    matrix = Table(title="Agreement of predicted classes between every two models")
+    matrix.add_column("")
+    for i in range(len(cross.models)):
+        matrix.add_column(f"[{i}]", justify="right")
+    for i, (name, values) in enumerate(zip(cross.models, cross.matrix, strict=True)):
+        matrix.add_row(f"[{i}] {name}", *(f"{v:.4f}" for v in values))
+    return Group(table, matrix)
 
 
 def bench_table(report: BenchReport) -> Table:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import Mnist, ensure_mnist, to_float
+from mnist_edge.data import NUM_CLASSES, Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export import REFERENCE_FILE, keras_probabilities
 from mnist_edge.files import sha256_file, write_json
@@ -35,11 +35,23 @@ class Reference:
     runtime: str
     accuracy: float
     source: str  # "recorded" (reference.npz written by export) or "live" (Keras run now)
+    per_class_accuracy: list[float]
+    confusion: list[list[int]]
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A test image on which an export's class differs from Keras'."""
+
+    index: int
+    label: int
+    keras: int
+    export: int
 
 
 @dataclass(frozen=True)
 class VerifyRow:
-    """One export on one runtime, against Keras."""
+    """One export on one runtime, against Keras: the task metric first, output error second."""
 
     artifact: str
     runtime: str
@@ -49,7 +61,20 @@ class VerifyRow:
     agreement: float
     max_abs_diff: float
     mean_abs_diff: float
+    cosine_similarity: float
+    l2_relative_error: float
     passed: bool
+    per_class_accuracy: list[float]
+    confusion: list[list[int]]
+    disagreements: list[Disagreement]
+
+
+@dataclass(frozen=True)
+class CrossAgreement:
+    """Pairwise agreement of predicted classes between every two models (Keras first)."""
+
+    models: list[str]
+    matrix: list[list[float]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,7 @@ class VerifyReport:
 
     reference: Reference
     results: list[VerifyRow]
+    cross_agreement: CrossAgreement
     images: int
     tolerance_pp: float
     failures: list[str]
@@ -66,16 +92,61 @@ class VerifyReport:
         return not self.failures
 
 
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """10×10 counts: row = true label, column = predicted class."""
+    flat = labels.astype(np.int64) * NUM_CLASSES + predicted.astype(np.int64)
+    return np.bincount(flat, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+
+
+def per_class_accuracy(confusion: np.ndarray) -> list[float]:
+    """Recall of each class from a confusion matrix (0 for a class absent from the labels)."""
+    totals = confusion.sum(axis=1)
+    return [
+        round(float(confusion[c, c] / totals[c]), 6) if totals[c] else 0.0
+        for c in range(NUM_CLASSES)
+    ]
+
+
 def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, agreement with the reference's classes, and probability errors (numpy only)."""
+    """Accuracy, agreement with the reference's classes, and output error (numpy only).
+
+    Output error is of the kind STM32Cube.AI's validation reports: mean cosine similarity of the
+    probability vectors, mean and max absolute error, and the L2 relative error ||P-R|| / ||R||.
+    """
     predicted = probabilities.argmax(axis=1)
-    diff = np.abs(probabilities.astype(np.float64) - reference.astype(np.float64))
+    p = probabilities.astype(np.float64)
+    r = reference.astype(np.float64)
+    diff = np.abs(p - r)
+    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(r, axis=1)
+    cosine = np.sum(p * r, axis=1) / np.where(norms == 0, 1.0, norms)
     return {
         "accuracy": float(np.mean(predicted == labels)),
         "agreement": float(np.mean(predicted == reference.argmax(axis=1))),
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
+        "cosine_similarity": float(cosine.mean()),
+        "l2_relative_error": float(np.linalg.norm(p - r) / max(np.linalg.norm(r), 1e-12)),
     }
+
+
+def disagreements(
+    reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
+) -> list[Disagreement]:
+    """Every test image on which the export's class differs from the reference's."""
+    keras, export = reference.argmax(axis=1), probabilities.argmax(axis=1)
+    return [
+        Disagreement(int(i), int(labels[i]), int(keras[i]), int(export[i]))
+        for i in np.flatnonzero(keras != export)
+    ]
+
+
+def cross_agreement(predictions: dict[str, np.ndarray]) -> CrossAgreement:
+    """Share of images on which each pair of models predicts the same class."""
+    names = list(predictions)
+    matrix = [
+        [round(float(np.mean(predictions[a] == predictions[b])), 6) for b in names] for a in names
+    ]
+    return CrossAgreement(names, matrix)
 
 
 def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarray, str]:
@@ -134,11 +205,18 @@ def verify(
     labels = mnist.y_test[:count]
     images = to_float(mnist.x_test[:count])
     reference_probs, source = load_reference(artifacts, mnist, count)
+    reference_confusion = confusion_matrix(labels, reference_probs.argmax(axis=1))
     reference = Reference(
-        MODEL_FILE, "keras", float(np.mean(reference_probs.argmax(axis=1) == labels)), source
+        artifact=MODEL_FILE,
+        runtime="keras",
+        accuracy=float(np.mean(reference_probs.argmax(axis=1) == labels)),
+        source=source,
+        per_class_accuracy=per_class_accuracy(reference_confusion),
+        confusion=reference_confusion.tolist(),
     )
 
     rows, failures = [], []
+    predictions = {f"{MODEL_FILE} (keras)": reference_probs.argmax(axis=1)}
     for path in exports:
         for runtime in select_runtimes(path, runtimes):
             log.info("Verifying %s on %s (%d images)", path.name, runtime, count)
@@ -149,6 +227,8 @@ def verify(
                 failures.append(f"{path.name} ({runtime}): {exc}")
                 continue
             metrics = compare(reference_probs, probabilities, labels)
+            confusion = confusion_matrix(labels, probabilities.argmax(axis=1))
+            predictions[f"{path.name} ({runtime})"] = probabilities.argmax(axis=1)
             delta_pp = (metrics["accuracy"] - reference.accuracy) * 100
             passed = delta_pp >= -tolerance_pp
             if not passed:
@@ -164,9 +244,14 @@ def verify(
                     kernels=runner.kernels,
                     delta_pp=round(delta_pp, 4),
                     passed=passed,
+                    per_class_accuracy=per_class_accuracy(confusion),
+                    confusion=confusion.tolist(),
+                    disagreements=disagreements(reference_probs, probabilities, labels),
                     **metrics,
                 )
             )
-    report = VerifyReport(reference, rows, count, tolerance_pp, failures)
+    report = VerifyReport(
+        reference, rows, cross_agreement(predictions), count, tolerance_pp, failures
+    )
     write_json(artifacts / VERIFY_JSON, asdict(report))
     return report

@@ -52,6 +52,18 @@ def exported(tmp_path_factory, trained, mnist: Mnist):
     return artifacts, result
 
 
+@pytest.fixture(scope="session")
+def exported_all(tmp_path_factory, trained, mnist: Mnist):
+    """The quick model in all six formats: (artifacts folder, ExportResult)."""
+    from mnist_edge.export import export
+
+    source, _ = trained
+    artifacts = tmp_path_factory.mktemp("exported_all")
+    shutil.copy(source / "model.keras", artifacts / "model.keras")
+    result = export(artifacts, mnist, formats=["all"], calibration_size=CALIBRATION)
+    return artifacts, result
+
+
 @pytest.fixture()
 def exported_copy(tmp_path: Path, exported) -> Path:
     """A private copy of the exported artifacts, for tests that change files."""

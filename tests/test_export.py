@@ -25,7 +25,7 @@ def test_export_writes_all_three_files(exported):
     assert 360_000 < sizes["model_float32.tflite"] < 420_000
     assert sizes["model_int8.tflite"] < sizes["model_float32.tflite"] / 3
     record = json.loads((artifacts / "export.json").read_text())
-    assert record["calibration_size"] == 100 and record["onnx_opset"] >= 13
+    assert record["calibration"]["images"] == 100 and record["onnx_opset"] >= 13
 
 
 def test_int8_model_has_int8_io_read_from_the_model(exported):

@@ -17,7 +17,7 @@ from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.files import write_json
 from mnist_edge.model import library_versions
-from mnist_edge.runtimes import open_runner, select_runtimes
+from mnist_edge.runtimes import open_runners
 from mnist_edge.verify import find_exports
 
 log = logging.getLogger(__name__)
@@ -190,31 +190,30 @@ def bench(
     exports = list(models) if models else find_exports(artifacts)
     if not exports:
         raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
+    loaded = open_runners(exports, runtimes, threads)
     images = to_float(ensure_mnist(data).x_test[:SAMPLE_IMAGES])
     rows = []
-    for path in exports:
-        for runtime in select_runtimes(path, runtimes):
-            log.info(
-                "Benchmarking %s on %s (%d runs, %d threads)", path.name, runtime, runs, threads
+    for item in loaded:
+        log.info(
+            "Benchmarking %s on %s (%d runs, %d threads)",
+            item.path.name,
+            item.runtime,
+            runs,
+            item.runner.threads,
+        )
+        rows.append(
+            BenchRow(
+                artifact=item.path.name,
+                runtime=item.runtime,
+                kernels=item.runner.kernels,
+                threads=item.runner.threads,
+                runs=runs,
+                warmup=warmup,
+                init_ms=item.init_ms,
+                file_bytes=item.path.stat().st_size,
+                **time_runner(item.runner, images, runs, warmup, batch_size),
             )
-            started = time.perf_counter_ns()
-            runner = open_runner(path, runtime, threads=threads)
-            runner.set_batch(1)
-            init_ms = (time.perf_counter_ns() - started) / 1e6
-            stats = time_runner(runner, images, runs, warmup, batch_size)
-            rows.append(
-                BenchRow(
-                    artifact=path.name,
-                    runtime=runtime,
-                    kernels=runner.kernels,
-                    threads=runner.threads,
-                    runs=runs,
-                    warmup=warmup,
-                    init_ms=round(init_ms, 2),
-                    file_bytes=path.stat().st_size,
-                    **stats,
-                )
-            )
+        )
     report = BenchReport(
         machine=detect_machine(),
         versions=library_versions("ai-edge-litert", "onnxruntime", "tflite-micro", "numpy"),

@@ -180,8 +180,9 @@ def load_idx_folder(folder: Path) -> Mnist:
     arrays, digests = {}, {}
     for key, spec in IDX_FILES.items():
         raw, origin = found[key]  # type: ignore[misc]
-        digests[spec.name] = _check_sha(raw, spec.sha256, origin)
+        # Structure first (it names the problem: truncated, wrong magic...), then the bytes.
         arrays[key] = parse_idx(raw, spec, origin)
+        digests[spec.name] = _check_sha(raw, spec.sha256, origin)
     return Mnist(**arrays, source=str(folder), sha256=digests)
 
 

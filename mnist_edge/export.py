@@ -1,4 +1,4 @@
-"""Export model.keras to TFLite (float32, full-integer int8) and ONNX, plus the Keras reference."""
+"""Export model.keras to TFLite and ONNX (float and quantized), plus the Keras reference."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from mnist_edge.data import IDX_FILES, Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import (
+    json_bytes,
     prepare_output_dir,
     refuse_overwrite,
     sha256_bytes,
     sha256_file,
     stdout_to_stderr,
-    write_bytes_atomic,
-    write_json,
+    write_files_atomic,
 )
 from mnist_edge.model import INPUT_SHAPE, MODEL_FILE, library_versions, load_keras_model
 
@@ -309,10 +309,10 @@ def export(
         data_sha256=np.array(sorted(f"{k}={v}" for k, v in mnist.sha256.items())),
     )
 
-    files = []
+    files, contents = [], {}
     for name, (payload, seconds) in payloads.items():
         fmt = FORMATS[name]
-        write_bytes_atomic(artifacts / fmt.file, payload)
+        contents[artifacts / fmt.file] = payload
         files.append(
             ExportedFile(
                 name=fmt.file,
@@ -323,7 +323,6 @@ def export(
                 seconds=round(seconds, 3),
             )
         )
-    write_bytes_atomic(artifacts / REFERENCE_FILE, reference.getvalue())
     calibrated = any(FORMATS[name].calibrated for name in names)
     result = ExportResult(
         source=str(source),
@@ -341,5 +340,8 @@ def export(
         data_sha256=dict(mnist.sha256),
         versions=library_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"),
     )
-    write_json(artifacts / EXPORT_JSON, asdict(result))
+    contents[artifacts / REFERENCE_FILE] = reference.getvalue()
+    contents[artifacts / EXPORT_JSON] = json_bytes(asdict(result))
+    # All files in one step: a full disk or Ctrl-C leaves the previous export whole.
+    write_files_atomic(contents)
     return result

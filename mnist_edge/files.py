@@ -28,35 +28,56 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
+def _staging_file(path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
     # mkstemp makes the file 0600; an artifact gets the usual permissions (0666 less umask).
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+def write_files_atomic(files: dict[Path, bytes]) -> None:
+    """Write several files as one step: stage each beside its target, fsync, then rename all.
+
+    A failure while staging (a full disk, a read-only folder, Ctrl-C) leaves every target as it
+    was and removes the staged files; a reader never sees a truncated file under a real name.
+    """
+    staged: list[tuple[Path, Path]] = []
+    current = None
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        for current, data in files.items():
+            current = Path(current)
+            tmp = _staging_file(current)
+            staged.append((tmp, current))
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in staged:
+            current = path
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise MnistEdgeError(f"Cannot write {current}: {exc.strerror or exc}.") from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write bytes to `path` atomically (temporary file in the same folder, then rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_files_atomic({Path(path): data})
+
+
+def json_bytes(payload: Any) -> bytes:
+    """Indented JSON with a trailing newline, as every record in the artifacts folder."""
+    return (json.dumps(payload, indent=2) + "\n").encode()
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Write JSON atomically, indented, with a trailing newline."""
-    write_bytes_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
+    """Write JSON atomically."""
+    write_bytes_atomic(path, json_bytes(payload))
 
 
 def prepare_output_dir(path: Path) -> Path:

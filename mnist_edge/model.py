@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
-from mnist_edge.files import atomic_path, prepare_output_dir, refuse_overwrite, write_json
+from mnist_edge.files import json_bytes, prepare_output_dir, refuse_overwrite, write_files_atomic
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,9 @@ def load_keras_model(path: Path):
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such model; run `mnist-edge train` first.")
+    # Keras numbers layer and tensor names per process ("dense_3"), and those names reach the
+    # exported flatbuffers: start from a clean slate so one model always exports the same bytes.
+    keras.backend.clear_session()
     try:
         model = keras.models.load_model(path, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive.
@@ -183,14 +187,10 @@ def train(
     test_loss, test_accuracy = model.evaluate(
         to_float(mnist.x_test), mnist.y_test.astype(np.int32), batch_size=1000, verbose=0
     )
-    with atomic_path(model_path) as tmp:
-        # Keras insists on the .keras suffix, so save under a temporary .keras name first.
-        staged = tmp.with_name(tmp.name + ".keras")
-        try:
-            model.save(staged)
-            staged.replace(tmp)
-        finally:
-            staged.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mnist-edge-train-") as tmp:
+        staged = Path(tmp) / MODEL_FILE  # Keras insists on the .keras suffix
+        model.save(staged)
+        model_bytes = staged.read_bytes()
 
     result = TrainResult(
         model_path=str(model_path),
@@ -208,5 +208,7 @@ def train(
         data_sha256=dict(mnist.sha256),
         versions=library_versions("tensorflow", "keras", "numpy"),
     )
-    write_json(artifacts / TRAIN_JSON, asdict(result))
+    write_files_atomic(
+        {model_path: model_bytes, artifacts / TRAIN_JSON: json_bytes(asdict(result))}
+    )
     return result

@@ -8,6 +8,7 @@ scale and zero point. Nothing outside this module touches an Interpreter or an I
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -417,3 +418,37 @@ def open_runner(path: Path, runtime: str | None = None, threads: int = 1) -> Run
     if runtime == "tflm":
         return TFLMRunner(path)
     return KerasRunner(path, threads=threads)
+
+
+@dataclass(frozen=True)
+class LoadedRunner:
+    """A runner opened for a model file, with what opening it cost (load + allocate)."""
+
+    path: Path
+    runtime: str
+    runner: Runner
+    init_ms: float
+
+
+def open_runners(
+    paths: list[Path], runtimes: list[str] | None, threads: int = 1
+) -> list[LoadedRunner]:
+    """Open a runner per file and runtime before any work, naming every file that won't load.
+
+    A file that cannot be loaded is bad input: the caller stops before measuring or writing.
+    """
+    loaded, errors = [], []
+    for path in paths:
+        for runtime in select_runtimes(path, runtimes):
+            started = time.perf_counter_ns()
+            try:
+                runner = open_runner(path, runtime, threads=threads)
+                runner.set_batch(1)
+            except ModelError as exc:
+                errors.append(str(exc))
+                continue
+            init_ms = round((time.perf_counter_ns() - started) / 1e6, 2)
+            loaded.append(LoadedRunner(Path(path), runtime, runner, init_ms))
+    if errors:
+        raise ModelError("; ".join(errors))
+    return loaded

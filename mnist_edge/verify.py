@@ -17,7 +17,7 @@ from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export import REFERENCE_FILE, keras_probabilities
 from mnist_edge.files import sha256_file, write_json
 from mnist_edge.model import MODEL_FILE, load_keras_model
-from mnist_edge.runtimes import open_runner, select_runtimes
+from mnist_edge.runtimes import open_runners
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,9 @@ def verify(
     exports = list(models) if models else find_exports(artifacts)
     if not exports:
         raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
+    # Every file is loaded before any work: one that cannot be is bad input (exit 2, nothing
+    # written), not a failed check.
+    loaded = open_runners(exports, runtimes, threads)
     mnist = ensure_mnist(data)
     count = min(limit or len(mnist.y_test), len(mnist.y_test))
     labels = mnist.y_test[:count]
@@ -217,39 +220,34 @@ def verify(
 
     rows, failures = [], []
     predictions = {f"{MODEL_FILE} (keras)": reference_probs.argmax(axis=1)}
-    for path in exports:
-        for runtime in select_runtimes(path, runtimes):
-            log.info("Verifying %s on %s (%d images)", path.name, runtime, count)
-            try:
-                runner = open_runner(path, runtime, threads=threads)
-                probabilities = runner.predict(images)
-            except MnistEdgeError as exc:
-                failures.append(f"{path.name} ({runtime}): {exc}")
-                continue
-            metrics = compare(reference_probs, probabilities, labels)
-            confusion = confusion_matrix(labels, probabilities.argmax(axis=1))
-            predictions[f"{path.name} ({runtime})"] = probabilities.argmax(axis=1)
-            delta_pp = (metrics["accuracy"] - reference.accuracy) * 100
-            passed = delta_pp >= -tolerance_pp
-            if not passed:
-                failures.append(
-                    f"{path.name} ({runtime}): accuracy {metrics['accuracy']:.4f} is "
-                    f"{-delta_pp:.2f} pp below Keras' {reference.accuracy:.4f} "
-                    f"(tolerance {tolerance_pp} pp)"
-                )
-            rows.append(
-                VerifyRow(
-                    artifact=path.name,
-                    runtime=runtime,
-                    kernels=runner.kernels,
-                    delta_pp=round(delta_pp, 4),
-                    passed=passed,
-                    per_class_accuracy=per_class_accuracy(confusion),
-                    confusion=confusion.tolist(),
-                    disagreements=disagreements(reference_probs, probabilities, labels),
-                    **metrics,
-                )
+    for item in loaded:
+        path, runtime, runner = item.path, item.runtime, item.runner
+        log.info("Verifying %s on %s (%d images)", path.name, runtime, count)
+        probabilities = runner.predict(images)
+        metrics = compare(reference_probs, probabilities, labels)
+        confusion = confusion_matrix(labels, probabilities.argmax(axis=1))
+        predictions[f"{path.name} ({runtime})"] = probabilities.argmax(axis=1)
+        delta_pp = (metrics["accuracy"] - reference.accuracy) * 100
+        passed = delta_pp >= -tolerance_pp
+        if not passed:
+            failures.append(
+                f"{path.name} ({runtime}): accuracy {metrics['accuracy']:.4f} is "
+                f"{-delta_pp:.2f} pp below Keras' {reference.accuracy:.4f} "
+                f"(tolerance {tolerance_pp} pp)"
             )
+        rows.append(
+            VerifyRow(
+                artifact=path.name,
+                runtime=runtime,
+                kernels=runner.kernels,
+                delta_pp=round(delta_pp, 4),
+                passed=passed,
+                per_class_accuracy=per_class_accuracy(confusion),
+                confusion=confusion.tolist(),
+                disagreements=disagreements(reference_probs, probabilities, labels),
+                **metrics,
+            )
+        )
     report = VerifyReport(
         reference, rows, cross_agreement(predictions), count, tolerance_pp, failures
     )

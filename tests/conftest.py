@@ -88,3 +88,30 @@ def perturbed_copy(exported_copy: Path) -> Path:
     )
     (exported_copy / "model_float32.tflite").write_bytes(convert_tflite_float32(model))
     return exported_copy
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under a folder with its SHA-256: equal snapshots mean nothing changed."""
+    from mnist_edge.files import sha256_file
+
+    return {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A real 2 MiB tmpfs (root only); skipped where mounting is not permitted."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)

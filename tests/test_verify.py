@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.verify import compare, verify
 
 pytestmark = pytest.mark.slow
@@ -69,11 +69,13 @@ def test_perturbed_export_fails_and_is_named(perturbed_copy, mnist):
     assert [r.artifact for r in failed] == ["model_float32.tflite"]
 
 
-def test_unloadable_export_is_collected_with_the_others(exported_copy, mnist):
+def test_unloadable_exports_are_named_together_and_nothing_is_written(exported_copy, mnist):
     (exported_copy / "broken.tflite").write_text("not a model")
-    report = verify(exported_copy, mnist, limit=500)
-    assert len(report.failures) == 1 and "broken.tflite" in report.failures[0]
-    assert len(report.results) == 3  # the good exports were still verified
+    (exported_copy / "empty.onnx").write_bytes(b"")
+    (exported_copy / "verify.json").unlink(missing_ok=True)
+    with pytest.raises(ModelError, match="broken.tflite.*; .*empty.onnx"):
+        verify(exported_copy, mnist, limit=500)
+    assert not (exported_copy / "verify.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,94 @@
+"""Writes are atomic: a full disk, an exception or a kill leaves the old files or the new ones."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from mnist_edge.cli import app
+from mnist_edge.errors import MnistEdgeError
+from mnist_edge.files import write_files_atomic
+from tests.conftest import snapshot
+
+runner = CliRunner()
+
+
+def test_all_files_or_none_when_a_write_fails(tmp_path, monkeypatch):
+    (tmp_path / "a.bin").write_bytes(b"old a")
+    (tmp_path / "b.bin").write_bytes(b"old b")
+    calls = []
+    real_fsync = os.fsync
+
+    def fsync_then_fail(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the second staged file: as if the disk filled up
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_fail)
+    with pytest.raises(MnistEdgeError, match="Cannot write .*b.bin: No space left on device"):
+        write_files_atomic({tmp_path / "a.bin": b"new a", tmp_path / "b.bin": b"new b"})
+    assert (tmp_path / "a.bin").read_bytes() == b"old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]  # no temp left
+
+
+def test_keyboard_interrupt_while_staging_changes_nothing(tmp_path, monkeypatch):
+    (tmp_path / "a.bin").write_bytes(b"old a")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_files_atomic({tmp_path / "a.bin": b"new a", tmp_path / "c.bin": b"new c"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+    assert (tmp_path / "a.bin").read_bytes() == b"old a"
+
+
+@pytest.mark.slow
+def test_export_on_a_full_disk_leaves_the_old_export(small_disk, exported):
+    """A real 2 MiB tmpfs: the model fits, the six exports do not."""
+    source, _ = exported
+    shutil.copy(source / "model.keras", small_disk / "model.keras")
+    before = snapshot(small_disk)
+    result = runner.invoke(app, ["export", "--formats", "all", "-a", str(small_disk)])
+    assert result.exit_code == 2
+    assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert snapshot(small_disk) == before  # no partial export, no staged temp files
+
+
+def _export_command(artifacts):
+    code = "from mnist_edge.cli import main; main()"
+    return [sys.executable, "-c", code, "-q", "export", "--int8", "--overwrite", "-a", artifacts]
+
+
+@pytest.mark.slow
+def test_killed_export_leaves_each_file_old_or_new(tmp_path, exported):
+    """Kill `export` at several moments; every artifact is the old file or the new one."""
+    source, _ = exported
+    fresh = tmp_path / "fresh"
+    shutil.copytree(source, fresh)
+    subprocess.run(_export_command(fresh), check=True, capture_output=True)
+    new = snapshot(fresh)
+    old = snapshot(source)
+    for delay, sig in ((1.5, signal.SIGKILL), (3.0, signal.SIGINT), (4.5, signal.SIGKILL)):
+        target = tmp_path / f"killed-{delay}"
+        shutil.copytree(source, target)
+        process = subprocess.Popen(
+            _export_command(target), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(delay)
+        process.send_signal(sig)
+        process.wait(timeout=60)
+        for name, digest in snapshot(target).items():
+            if name.endswith(".tmp"):  # a SIGKILL can leave a hidden staged file, never a name
+                assert name.startswith(".")
+                continue
+            assert digest in (old.get(name), new.get(name)), f"{name} after {sig!r} at {delay}s"

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARTIFACTS ?= artifacts
-EXTRAS ?= train,micro,dev
+EXTRAS ?= train,micro,report,dev
 
 .PHONY: setup demo test lint clean
 

@@ -28,6 +28,12 @@ DEFAULT_WARMUP = 50
 DEFAULT_BATCH = 64
 SAMPLE_IMAGES = 100  # distinct test images cycled through the timed runs
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# --target presets: the runtimes such a device runs, and its threads (None: every core).
+BENCH_TARGETS: dict[str, tuple[tuple[str, ...], int | None]] = {
+    "cpu": (("litert", "onnxruntime"), None),  # a desktop or server: XNNPACK, all cores
+    "embedded": (("litert-ref", "onnxruntime"), 1),  # a small Linux board without XNNPACK
+    "mcu": (("tflm",), 1),  # a microcontroller: TFLM, one image at a time
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class BenchRow:
     throughput_ips: float
     init_ms: float
     file_bytes: int
+    arena_bytes: int | None = None  # TFLM rows: the smallest working tensor arena, measured
+    flash_bytes: int | None = None  # TFLM rows: the model's bytes, what a firmware image holds
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class BenchReport:
     versions: dict[str, str]
     peak_rss_mb: float
     results: list[BenchRow]
+    target: str | None = None
 
 
 def detect_machine() -> Machine:
@@ -167,6 +176,14 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch_size: 
     return stats
 
 
+def mcu_footprint(path: Path) -> dict[str, int]:
+    """What a microcontroller must hold for a model: its tensor arena (measured) and its bytes."""
+    from mnist_edge.bundle import measure_arena
+
+    data = Path(path).read_bytes()
+    return {"arena_bytes": measure_arena(data, str(path)).bytes, "flash_bytes": len(data)}
+
+
 def bench(
     artifacts: Path,
     data: Mnist | Path | None,
@@ -175,10 +192,23 @@ def bench(
     runtimes: list[str] | None = None,
     runs: int = DEFAULT_RUNS,
     warmup: int = DEFAULT_WARMUP,
-    threads: int = 1,
+    threads: int | None = None,
     batch_size: int = DEFAULT_BATCH,
+    target: str | None = None,
 ) -> BenchReport:
-    """Benchmark every export (or `models`) on its runtimes; write bench.json."""
+    """Benchmark every export (or `models`) on its runtimes, or a target's; write bench.json."""
+    if target is not None:
+        if target not in BENCH_TARGETS:
+            raise MnistEdgeError(
+                f"Invalid target {target!r}: expected one of {', '.join(BENCH_TARGETS)}."
+            )
+        if runtimes:
+            raise MnistEdgeError("Pass --target or --runtime, not both: a target sets runtimes.")
+        target_runtimes, target_threads = BENCH_TARGETS[target]
+        runtimes = list(target_runtimes)
+        if threads is None:  # an explicit thread count still wins over the preset
+            threads = target_threads or os.cpu_count() or 1
+    threads = 1 if threads is None else threads
     for name, value in (("runs", runs), ("threads", threads), ("batch size", batch_size)):
         if value < 1:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive integer.")
@@ -212,6 +242,7 @@ def bench(
                 init_ms=item.init_ms,
                 file_bytes=item.path.stat().st_size,
                 **time_runner(item.runner, images, runs, warmup, batch_size),
+                **(mcu_footprint(item.path) if item.runtime == "tflm" else {}),
             )
         )
     report = BenchReport(
@@ -219,6 +250,7 @@ def bench(
         versions=library_versions("ai-edge-litert", "onnxruntime", "tflite-micro", "numpy"),
         peak_rss_mb=peak_rss_mb(),
         results=rows,
+        target=target,
     )
     write_json(artifacts / BENCH_JSON, asdict(report))
     return report

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from mnist_edge import __version__
@@ -27,8 +28,9 @@ class ErrorHandlingGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MnistEdgeError as exc:
+            # Escaped: rich would eat "[train]" in "pip install 'mnist-edge[train]'" as a tag.
             Console(stderr=True, soft_wrap=True).print(
-                f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False
+                f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False
             )
             raise typer.Exit(exc.exit_code) from None
 
@@ -155,6 +157,51 @@ def data(data: DataOption = None, as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def predict(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="PNG/JPEG files, folders of them, or .npy arrays (N×28×28 or N×28×28×1; "
+            "uint8 0-255 or float 0-1, fed as is).",
+            exists=True,
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model", "-m", help="Any export (.tflite, .onnx) or model.keras.", dir_okay=False
+        ),
+    ] = DEFAULT_ARTIFACTS / "model_int8.tflite",
+    runtime: Annotated[
+        Runtime | None,
+        typer.Option(
+            "--runtime", "-r", help="Default: litert (.tflite), onnxruntime (.onnx), keras."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Classify handwritten digits: class, probability and top 3 per image; exit 1 if any skipped.
+
+    Images get MNIST's preprocessing (grayscale, inverted if light, cropped, fit to 20×20,
+    centered by mass in 28×28). Example: `mnist-edge predict digits/ scan.jpg -m model.onnx`
+    """
+    from mnist_edge.predict import predict as predict_digits
+    from mnist_edge.report import predict_table
+
+    result = predict_digits(paths, model=model, runtime=runtime.value if runtime else None)
+    _emit(result, predict_table, as_json)
+    if not result:
+        skipped = result.skipped
+        Console(stderr=True, soft_wrap=True).print(
+            f"[bold red]skipped {len(skipped)} of {len(result.predictions)}:[/bold red] "
+            + escape("; ".join(f"{p.file}: {p.error}" for p in skipped)),
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
 def train(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
@@ -270,10 +317,16 @@ def verify(
     _emit(report, verify_table, as_json)
     if not report:
         Console(stderr=True, soft_wrap=True).print(
-            "[bold red]verify failed:[/bold red] " + "; ".join(report.failures),
+            "[bold red]verify failed:[/bold red] " + escape("; ".join(report.failures)),
             highlight=False,
         )
         raise typer.Exit(1)
+
+
+class Target(str, Enum):
+    cpu = "cpu"
+    embedded = "embedded"
+    mcu = "mcu"
 
 
 @app.command()
@@ -281,16 +334,32 @@ def bench(
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     model: ModelOption = None,
     runtime: RuntimeOption = None,
+    target: Annotated[
+        Target | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="A device preset instead of --runtime: `cpu` = litert (XNNPACK) and "
+            "onnxruntime on every core; `embedded` = litert-ref and onnxruntime, 1 thread; "
+            "`mcu` = tflm, with its arena and flash.",
+        ),
+    ] = None,
     runs: Annotated[int, typer.Option(min=1, help="Timed single-image runs.")] = 1000,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 50,
-    threads: ThreadsOption = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", min=1, help="Threads for every engine. Default: 1, or the --target's."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size for throughput.")] = 64,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Time each export: single-image latency percentiles and batched throughput.
 
-    Examples: `mnist-edge bench` or `mnist-edge bench --threads 2 --runs 200 --json`
+    Examples: `mnist-edge bench` or `mnist-edge bench --threads 2 --runs 200 --json` or
+    `mnist-edge bench --target mcu --runs 200`
     """
     from mnist_edge.bench import bench as bench_exports
     from mnist_edge.report import bench_table
@@ -304,8 +373,77 @@ def bench(
         warmup=warmup,
         threads=threads,
         batch_size=batch_size,
+        target=target.value if target else None,
     )
     _emit(report, bench_table, as_json)
+
+
+@app.command()
+def bundle(
+    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The .tflite to ship. Default: model_int8.tflite in the artifacts.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Bundle folder. Default: ARTIFACTS/bundle.", file_okay=False
+        ),
+    ] = None,
+    golden: Annotated[
+        int, typer.Option(min=1, max=10000, help="Test images whose TFLM outputs become golden.")
+    ] = 10,
+    c_name: Annotated[
+        str, typer.Option("--c-name", help="C name of the model array (its length: NAME_len).")
+    ] = "g_model",
+    max_arena: Annotated[
+        int | None,
+        typer.Option("--max-arena", min=1, help="Exit 1 if TFLM needs a larger arena (bytes)."),
+    ] = None,
+    max_flash: Annotated[
+        int | None,
+        typer.Option("--max-flash", min=1, help="Exit 1 if the model has more bytes than this."),
+    ] = None,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the device bundle: model, C arrays, TFLM golden vectors, manifest with the arena.
+
+    Example: `mnist-edge bundle --max-arena 65536 --max-flash 131072 --out fw/model`
+    """
+    from mnist_edge.bundle import bundle as make_bundle
+    from mnist_edge.report import bundle_table
+
+    result = make_bundle(
+        artifacts,
+        data,
+        model=model,
+        out=out,
+        golden=golden,
+        c_name=c_name,
+        max_arena=max_arena,
+        max_flash=max_flash,
+    )
+    _emit(result, bundle_table, as_json)
+
+
+@app.command()
+def report(artifacts: ArtifactsOption = DEFAULT_ARTIFACTS, as_json: JsonOption = False) -> None:
+    """Write artifacts/report.html: one self-contained page with every record and its charts.
+
+    Training curves, exports and sizes, the verify table, confusion matrices of Keras and the
+    int8 model, per-class accuracy, the bench chart and table. Example: `mnist-edge report`
+    """
+    from mnist_edge.report import build_report, report_table
+
+    _emit(build_report(artifacts), report_table, as_json)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ EXTRAS = {
     "keras": ("Keras", "train"),
     "tf2onnx": ("tf2onnx", "train"),
     "onnx": ("onnx", "train"),
+    "matplotlib": ("matplotlib", "report"),
     "tflite_micro": ("TensorFlow Lite Micro (tflite-micro, x86-64 Linux wheels only)", "micro"),
 }
 
@@ -27,7 +28,7 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        what, extra = EXTRAS.get(module, (module, "train"))
+        what, extra = EXTRAS.get(module.split(".")[0], (module, "train"))
         raise MissingDependencyError(
             f"{what} is not installed ({exc.name or module}): this command needs the "
             f"[{extra}] extra. Install it with: pip install 'mnist-edge[{extra}]' "

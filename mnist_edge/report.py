@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, is_dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.table import Table
 
 from mnist_edge.bench import BenchReport
+from mnist_edge.bundle import BundleResult
 from mnist_edge.data import DataSummary
+from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export import ExportResult
 from mnist_edge.model import EpochStats, TrainResult
 from mnist_edge.verify import VerifyReport
+
+if TYPE_CHECKING:  # importing mnist_edge.predict loads Pillow, which no other table needs
+    from mnist_edge.predict import PredictResult
 
 
 def to_json(result: Any) -> str:
@@ -147,10 +152,14 @@ def bench_table(report: BenchReport) -> Table:
         "images/s",
         "init ms",
     )
+    # A microcontroller's footprint, for the TFLM rows (bench --target mcu).
+    footprint = any(r.arena_bytes is not None for r in report.results)
+    if footprint:
+        columns = (*columns, "arena B", "flash B")
     for column in columns:
         table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
     for r in report.results:
-        table.add_row(
+        cells = [
             r.artifact,
             r.runtime,
             str(r.threads),
@@ -162,5 +171,291 @@ def bench_table(report: BenchReport) -> Table:
             str(r.batch_size),
             f"{r.throughput_ips:,.0f}",
             f"{r.init_ms:,.1f}",
+        ]
+        if footprint:
+            cells += [f"{r.arena_bytes:,}" if r.arena_bytes is not None else "–"]
+            cells += [f"{r.flash_bytes:,}" if r.flash_bytes is not None else "–"]
+        table.add_row(*cells)
+    return table
+
+
+def predict_table(result: PredictResult) -> Table:
+    """Each input's class, probability and top candidates, or why it was skipped."""
+    from rich.text import Text
+
+    skipped = len(result.skipped)
+    table = Table(
+        title=(
+            f"{result.model} on {result.runtime}: {len(result.predictions) - skipped:,} "
+            f"classified, {skipped:,} skipped"
         )
+    )
+    table.add_column("file")
+    table.add_column("digit", justify="right")
+    table.add_column("probability", justify="right")
+    table.add_column(f"top {max((len(p.top) for p in result.predictions), default=0)}")
+    for p in result.predictions:
+        # File names and error messages are the user's text: never read as rich markup.
+        if p.error is not None:
+            table.add_row(Text(p.file), "", "", Text(f"skipped: {p.error}", style="red"))
+            continue
+        top = ", ".join(f"{c.digit} {c.probability:.3f}" for c in p.top)
+        table.add_row(Text(p.file), str(p.digit), f"{p.probability:.4f}", top)
+    return table
+
+
+def bundle_table(result: BundleResult) -> Table:
+    """What a firmware engineer needs from the bundle: footprint, resolver, accuracy, proofs."""
+    a = result.arena
+    table = Table(title=f"Bundle {result.out}: {result.model} ({result.kind})")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("flash", f"{result.flash_bytes:,} B (the model's bytes; code not counted)")
+    table.add_row(
+        "TFLM arena",
+        f"{result.arena_bytes:,} B measured (smallest working {a.smallest_working:,} B); "
+        f"estimate {a.estimate_bytes:,} B = activations {a.estimate_activations:,} + "
+        f"bookkeeping {a.estimate_bookkeeping:,}, "
+        f"off by {a.error_bytes:+,} B ({a.error_pct:+.1f}%)",
+    )
+    table.add_row("TFLM resolver", f"{result.tflm_resolver}: {', '.join(result.tflm_calls)}")
+    ops = ", ".join(f"{o.name} v{o.version}×{o.count}" for o in result.ops)
+    table.add_row("operators", ops)
+    m = result.min_runtime
+    unknown = f"; not in our table: {', '.join(m.unknown_ops)}" if m.unknown_ops else ""
+    table.add_row(
+        "min runtime", f"{m.version} (converter metadata: {m.converter_metadata}){unknown}"
+    )
+    table.add_row("per image", f"{result.macs:,} MACs, {result.params:,} parameters")
+    keras = f"{result.keras_accuracy:.4f}" if result.keras_accuracy is not None else "unknown"
+    table.add_row("accuracy keras", keras)
+    for r in result.accuracy:
+        table.add_row(f"accuracy {r.runtime}", f"{r.accuracy:.4f} on {r.images:,} ({r.source})")
+    for g in result.agreement:
+        table.add_row(
+            f"{g.a} vs {g.b}",
+            f"bit-identical {g.bit_identical:,}/{g.images:,}, same class {g.same_class:,}, "
+            f"max |Δ| {g.max_abs_diff:g}",
+        )
+    for p in result.proven_runtimes:
+        golden = (
+            f"golden {p.golden_identical}/{p.golden_count} identical "
+            f"(max |Δ| {p.golden_max_abs_diff:g})"
+            if p.golden_identical is not None
+            else f"did not load: {p.note}"
+        )
+        table.add_row(f"proven {p.runtime}", f"{p.package}: {golden}")
+    for e in result.exports:
+        table.add_row(f"export {e.file}", f"min runtime {e.min_runtime}; {e.tflite_runtime}")
+    table.add_row("files", ", ".join(f.name for f in result.files) + ", manifest.json")
+    return table
+
+
+# --- The HTML report: one self-contained page gathering every record of an artifacts folder ---
+
+REPORT_HTML = "report.html"
+PAGE_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+img { max-width: 100%; display: block; margin: 0.5rem 0; }
+.note { color: #666; font-size: 0.85rem; } .fail { color: #b00; font-weight: bold; }
+"""
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    """What `mnist-edge report` wrote."""
+
+    path: str
+    bytes: int
+    images: int
+    sections: list[str]
+    missing: list[str]
+
+
+def _html_table(header: list[str], rows: list[list[Any]]) -> str:
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    import base64
+
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _read_record(folder, name: str):
+    path = folder / name
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MnistEdgeError(f"{path}: not a readable JSON record ({exc}).") from None
+
+
+def build_report(artifacts) -> ReportPage:
+    """Gather train/export/verify/bench records and their charts into artifacts/report.html."""
+    from html import escape
+    from pathlib import Path
+
+    from mnist_edge import charts
+    from mnist_edge.files import write_bytes_atomic
+
+    folder = Path(artifacts)
+    if not folder.is_dir():
+        raise MnistEdgeError(f"{folder}: no such artifacts folder.")
+    records = {
+        name: _read_record(folder, f"{name}.json")
+        for name in ("train", "export", "verify", "bench")
+    }
+    missing = [f"{name}.json" for name, record in records.items() if record is None]
+    if len(missing) == len(records):
+        raise MnistEdgeError(
+            f"{folder}: no train/export/verify/bench records; run the pipeline first."
+        )
+    parts, sections, images = [], [], 0
+
+    def section(title: str, html: str) -> None:
+        sections.append(title)
+        parts.append(f"<h2>{escape(title)}</h2>{html}")
+
+    train, export, verify, bench = (records[k] for k in ("train", "export", "verify", "bench"))
+    if train:
+        section(
+            "Training",
+            f"<p>{train['params']:,} parameters, {train['epochs']} epochs at batch "
+            f"{train['batch_size']}, seed {train['seed']}, {train['train_images']:,} images, "
+            f"{train['seconds']:.1f} s. Test accuracy <b>{train['test_accuracy']:.4f}</b>, "
+            f"loss {train['test_loss']:.4f}.</p>"
+            + _img(charts.training_curves(train["history"]), "training curves"),
+        )
+        images += 1
+    if export:
+        rows = [
+            [f["name"], f["format"], f"{f['bytes']:,}", format_bytes(f["bytes"]), f["sha256"][:16]]
+            for f in export["files"]
+        ]
+        calibration = export.get("calibration")
+        note = (
+            f"<p class='note'>int8 calibration: {escape(calibration['source'])}; ONNX method "
+            f"{escape(calibration['onnx_method'])}, per channel.</p>"
+            if calibration
+            else ""
+        )
+        section("Exports", _html_table(["file", "format", "bytes", "size", "sha256"], rows) + note)
+    if verify:
+        ref = verify["reference"]
+        rows = [
+            [
+                r["artifact"],
+                r["runtime"],
+                f"{r['accuracy']:.4f}",
+                f"{r['delta_pp']:+.2f}",
+                f"{r['agreement']:.4f}",
+                f"{r['max_abs_diff']:.2e}",
+                f"{r['cosine_similarity']:.6f}",
+                "yes" if r["passed"] else "NO",
+            ]
+            for r in verify["results"]
+        ]
+        html = (
+            f"<p>{verify['images']:,} test images; Keras accuracy <b>{ref['accuracy']:.4f}</b>; "
+            f"tolerance {verify['tolerance_pp']} pp.</p>"
+            + _html_table(
+                [
+                    "artifact",
+                    "runtime",
+                    "accuracy",
+                    "Δ pp",
+                    "agreement",
+                    "max |Δp|",
+                    "cosine",
+                    "ok",
+                ],
+                rows,
+            )
+        )
+        # Keras against the model a device runs: the int8 TFLite, else any int8 export.
+        int8 = next(
+            (r for r in verify["results"] if r["artifact"] == "model_int8.tflite"),
+            next((r for r in verify["results"] if "int8" in r["artifact"]), None),
+        )
+        matrices = {"Keras (model.keras)": ref["confusion"]}
+        if int8:
+            matrices[f"{int8['artifact']} ({int8['runtime']})"] = int8["confusion"]
+        html += _img(charts.confusion_matrices(matrices), "confusion matrices")
+        per_class = {"Keras": ref["per_class_accuracy"]}
+        per_class.update(
+            {
+                f"{r['artifact']} ({r['runtime']})": r["per_class_accuracy"]
+                for r in verify["results"]
+            }
+        )
+        html += _img(charts.per_class_accuracy(per_class), "per-class accuracy")
+        images += 2
+        section("Verification against Keras", html)
+    if bench:
+        machine = bench["machine"]
+        rows = [
+            [
+                r["artifact"],
+                r["runtime"],
+                r["threads"],
+                r["batch_size"],
+                f"{r['p50_us']:,.1f}",
+                f"{r['p99_us']:,.1f}",
+                f"{r['invoke_p50_us']:,.1f}",
+                f"{r['throughput_ips']:,.0f}",
+            ]
+            for r in bench["results"]
+        ]
+        section(
+            "Benchmark",
+            f"<p>{escape(machine['cpu'])} ({machine['arch']}, {machine['cores']} cores; "
+            f"{escape(', '.join(machine['features']))}).</p>"
+            + _img(charts.bench_chart(bench["results"]), "benchmark chart")
+            + _html_table(
+                [
+                    "artifact",
+                    "runtime",
+                    "threads",
+                    "batch",
+                    "p50 µs",
+                    "p99 µs",
+                    "invoke p50 µs",
+                    "images/s",
+                ],
+                rows,
+            ),
+        )
+        images += 1
+    if missing:
+        parts.append(f"<p class='note'>Not in this folder: {escape(', '.join(missing))}.</p>")
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>mnist-edge report</title><style>{PAGE_STYLE}</style></head><body>"
+        f"<h1>mnist-edge report: {escape(str(folder))}</h1>" + "".join(parts) + "</body></html>"
+    ).encode()
+    target = folder / REPORT_HTML
+    write_bytes_atomic(target, page)
+    return ReportPage(str(target), len(page), images, sections, missing)
+
+
+def report_table(page: ReportPage) -> Table:
+    """What the report page holds."""
+    table = Table(title=f"Wrote {page.path} ({format_bytes(page.bytes)}, {page.images} charts)")
+    table.add_column("section")
+    for name in page.sections:
+        table.add_row(name)
+    for name in page.missing:
+        table.add_row(f"[dim]missing: {name}[/dim]")
     return table

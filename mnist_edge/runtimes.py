@@ -126,20 +126,26 @@ class Runner:
         """Float class probabilities N×10, dequantized if the model's output is integer."""
         return dequantize(self.fetch_raw(), self.output)
 
-    def predict(self, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
-        """Class probabilities N×10 (float32) for float images N×28×28×1 in [0, 1]."""
-        batch = min(batch, self.max_batch or batch, len(images))
+    def predict_raw(self, x: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """Raw outputs (the model's output dtype) for inputs already in its input dtype."""
+        batch = max(1, min(batch, self.max_batch or batch, len(x)))
         outputs = []
         current = None
-        for start in range(0, len(images), batch):
-            chunk = images[start : start + batch]
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
             if len(chunk) != current:
                 self.set_batch(len(chunk))
                 current = len(chunk)
-            self.feed(chunk)
+            self.feed_raw(chunk)
             self.invoke()
-            outputs.append(self.fetch())
-        return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+            outputs.append(np.array(self.fetch_raw()))  # a copy: the next invoke reuses buffers
+        if not outputs:
+            return np.zeros((0, NUM_CLASSES), self.output.dtype)
+        return np.concatenate(outputs)
+
+    def predict(self, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """Class probabilities N×10 (float32) for float images N×28×28×1 in [0, 1]."""
+        return dequantize(self.predict_raw(quantize(images, self.input), batch), self.output)
 
     def describe(self) -> dict:
         """The runner's settings and I/O, for the JSON records."""

@@ -1,0 +1,110 @@
+"""Figures for people: matplotlib charts rendered to PNG bytes, from the JSON records only."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from mnist_edge.deps import require
+
+DPI = 110
+
+
+def _pyplot():
+    matplotlib = require("matplotlib")
+    # No display here or on a CI box: the file-only backend, chosen before pyplot loads.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    # Fixed metadata: the same figures give the same bytes.
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.clf()
+    return buffer.getvalue()
+
+
+def training_curves(history: list[dict]) -> bytes:
+    """Loss and accuracy per epoch, training and validation (from train.json's history)."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, title in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
+        ax.plot(epochs, [h[key] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s--", label="validation")
+        ax.set(title=title, xlabel="epoch", xticks=epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def confusion_matrices(matrices: dict[str, list[list[int]]]) -> bytes:
+    """Confusion matrices side by side (rows: true label, columns: predicted class)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 4.3), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        counts = np.array(matrix)
+        # Log scale so the few errors show beside the ~1,000 correct per class.
+        ax.imshow(np.log1p(counts), cmap="Blues")
+        for (i, j), value in np.ndenumerate(counts):
+            if value:
+                color = "white" if i == j else "black"
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color=color)
+        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def per_class_accuracy(series: dict[str, list[float]]) -> bytes:
+    """Per-class accuracy of each model, grouped by digit."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        ax.bar(np.arange(10) + k * width - 0.4 + width / 2, values, width, label=name)
+    low = min(min(v) for v in series.values())
+    ax.set(xlabel="digit", ylabel="accuracy", xticks=range(10), ylim=(max(0.0, low - 0.01), 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def bench_chart(results: list[dict]) -> bytes:
+    """Single-image p50 latency per export and runtime; throughput by batch size beside it."""
+    plt = _pyplot()
+    fig, (lat_ax, thr_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
+    singles = {}
+    for r in results:
+        singles.setdefault(f"{r['artifact']}\n{r['runtime']} ×{r['threads']}", r["p50_us"])
+    names = list(singles)
+    lat_ax.barh(names, [singles[n] for n in names], color="tab:blue")
+    lat_ax.set(title="Single-image latency, p50 (µs)")
+    lat_ax.invert_yaxis()
+    lat_ax.tick_params(axis="y", labelsize=7)
+    lat_ax.grid(axis="x", alpha=0.3)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        key = f"{r['artifact']} {r['runtime']} ×{r['threads']}"
+        series.setdefault(key, []).append((r["batch_size"], r["throughput_ips"]))
+    for key, points in series.items():
+        points = sorted(set(points))
+        thr_ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)
+    thr_ax.set(title="Throughput (images/s)", xlabel="batch size", xscale="log", yscale="log")
+    thr_ax.grid(alpha=0.3)
+    thr_ax.legend(fontsize=6)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png

@@ -16,13 +16,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# data -> train (5 epochs, full data) -> export --int8 -> verify -> bench
+# data -> train (5 epochs, full data) -> export --int8 -> verify -> bench -> bundle -> report
 demo: setup
 	$(BIN)/mnist-edge data
 	$(BIN)/mnist-edge train --artifacts $(ARTIFACTS) --overwrite
 	$(BIN)/mnist-edge export --int8 --artifacts $(ARTIFACTS) --overwrite
 	$(BIN)/mnist-edge verify --artifacts $(ARTIFACTS)
 	$(BIN)/mnist-edge bench --artifacts $(ARTIFACTS)
+	$(BIN)/mnist-edge bundle --artifacts $(ARTIFACTS)
+	$(BIN)/mnist-edge report --artifacts $(ARTIFACTS)
 
 test: setup
 	$(BIN)/python -m pytest

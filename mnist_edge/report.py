@@ -302,142 +302,141 @@ def _read_record(folder, name: str):
         raise MnistEdgeError(f"{path}: not a readable JSON record ({exc}).") from None
 
 
+def _training_section(train: dict) -> tuple[str, str, int]:
+    from mnist_edge import charts
+
+    summary = (
+        f"<p>{train['params']:,} parameters, {train['epochs']} epochs at batch "
+        f"{train['batch_size']}, seed {train['seed']}, {train['train_images']:,} images, "
+        f"{train['seconds']:.1f} s. Test accuracy <b>{train['test_accuracy']:.4f}</b>, "
+        f"loss {train['test_loss']:.4f}.</p>"
+    )
+    return "Training", summary + _img(charts.training_curves(train["history"]), "curves"), 1
+
+
+def _exports_section(export: dict) -> tuple[str, str, int]:
+    from html import escape
+
+    rows = [
+        [f["name"], f["format"], f"{f['bytes']:,}", format_bytes(f["bytes"]), f["sha256"][:16]]
+        for f in export["files"]
+    ]
+    calibration = export.get("calibration")
+    note = (
+        f"<p class='note'>int8 calibration: {escape(calibration['source'])}; ONNX method "
+        f"{escape(calibration['onnx_method'])}, per channel.</p>"
+        if calibration
+        else ""
+    )
+    return "Exports", _html_table(["file", "format", "bytes", "size", "sha256"], rows) + note, 0
+
+
+def _verify_section(verify: dict) -> tuple[str, str, int]:
+    from mnist_edge import charts
+
+    ref, results = verify["reference"], verify["results"]
+    rows = [
+        [
+            r["artifact"],
+            r["runtime"],
+            f"{r['accuracy']:.4f}",
+            f"{r['delta_pp']:+.2f}",
+            f"{r['agreement']:.4f}",
+            f"{r['max_abs_diff']:.2e}",
+            f"{r['cosine_similarity']:.6f}",
+            "yes" if r["passed"] else "NO",
+        ]
+        for r in results
+    ]
+    header = ["artifact", "runtime", "accuracy", "Δ pp", "agreement", "max |Δp|", "cosine", "ok"]
+    html = (
+        f"<p>{verify['images']:,} test images; Keras accuracy <b>{ref['accuracy']:.4f}</b>; "
+        f"tolerance {verify['tolerance_pp']} pp.</p>" + _html_table(header, rows)
+    )
+    # Keras against the model a device runs: the int8 TFLite, else any int8 export.
+    int8 = next(
+        (r for r in results if r["artifact"] == "model_int8.tflite"),
+        next((r for r in results if "int8" in r["artifact"]), None),
+    )
+    matrices = {"Keras (model.keras)": ref["confusion"]}
+    if int8:
+        matrices[f"{int8['artifact']} ({int8['runtime']})"] = int8["confusion"]
+    per_class = {"Keras": ref["per_class_accuracy"]}
+    per_class.update(
+        {f"{r['artifact']} ({r['runtime']})": r["per_class_accuracy"] for r in results}
+    )
+    html += _img(charts.confusion_matrices(matrices), "confusion matrices")
+    html += _img(charts.per_class_accuracy(per_class), "per-class accuracy")
+    return "Verification against Keras", html, 2
+
+
+def _bench_section(bench: dict) -> tuple[str, str, int]:
+    from html import escape
+
+    from mnist_edge import charts
+
+    machine = bench["machine"]
+    rows = [
+        [
+            r["artifact"],
+            r["runtime"],
+            r["threads"],
+            r["batch_size"],
+            f"{r['p50_us']:,.1f}",
+            f"{r['p99_us']:,.1f}",
+            f"{r['invoke_p50_us']:,.1f}",
+            f"{r['throughput_ips']:,.0f}",
+        ]
+        for r in bench["results"]
+    ]
+    header = ["artifact", "runtime", "threads", "batch", "p50 µs", "p99 µs", "invoke p50 µs"]
+    html = (
+        f"<p>{escape(machine['cpu'])} ({machine['arch']}, {machine['cores']} cores; "
+        f"{escape(', '.join(machine['features']))}).</p>"
+        + _img(charts.bench_chart(bench["results"]), "benchmark chart")
+        + _html_table([*header, "images/s"], rows)
+    )
+    return "Benchmark", html, 1
+
+
+SECTIONS = {
+    "train": _training_section,
+    "export": _exports_section,
+    "verify": _verify_section,
+    "bench": _bench_section,
+}
+
+
 def build_report(artifacts) -> ReportPage:
     """Gather train/export/verify/bench records and their charts into artifacts/report.html."""
     from html import escape
     from pathlib import Path
 
-    from mnist_edge import charts
     from mnist_edge.files import write_bytes_atomic
 
     folder = Path(artifacts)
     if not folder.is_dir():
         raise MnistEdgeError(f"{folder}: no such artifacts folder.")
-    records = {
-        name: _read_record(folder, f"{name}.json")
-        for name in ("train", "export", "verify", "bench")
-    }
+    records = {name: _read_record(folder, f"{name}.json") for name in SECTIONS}
     missing = [f"{name}.json" for name, record in records.items() if record is None]
     if len(missing) == len(records):
         raise MnistEdgeError(
             f"{folder}: no train/export/verify/bench records; run the pipeline first."
         )
     parts, sections, images = [], [], 0
-
-    def section(title: str, html: str) -> None:
+    for name, record in records.items():
+        if record is None:
+            continue
+        try:
+            title, html, charts_made = SECTIONS[name](record)
+        except (KeyError, TypeError, IndexError) as exc:
+            raise MnistEdgeError(
+                f"{folder / f'{name}.json'}: lacks {exc} (written by another mnist-edge "
+                f"version?); run `mnist-edge {name}` again."
+            ) from None
         sections.append(title)
         parts.append(f"<h2>{escape(title)}</h2>{html}")
-
-    train, export, verify, bench = (records[k] for k in ("train", "export", "verify", "bench"))
-    if train:
-        section(
-            "Training",
-            f"<p>{train['params']:,} parameters, {train['epochs']} epochs at batch "
-            f"{train['batch_size']}, seed {train['seed']}, {train['train_images']:,} images, "
-            f"{train['seconds']:.1f} s. Test accuracy <b>{train['test_accuracy']:.4f}</b>, "
-            f"loss {train['test_loss']:.4f}.</p>"
-            + _img(charts.training_curves(train["history"]), "training curves"),
-        )
-        images += 1
-    if export:
-        rows = [
-            [f["name"], f["format"], f"{f['bytes']:,}", format_bytes(f["bytes"]), f["sha256"][:16]]
-            for f in export["files"]
-        ]
-        calibration = export.get("calibration")
-        note = (
-            f"<p class='note'>int8 calibration: {escape(calibration['source'])}; ONNX method "
-            f"{escape(calibration['onnx_method'])}, per channel.</p>"
-            if calibration
-            else ""
-        )
-        section("Exports", _html_table(["file", "format", "bytes", "size", "sha256"], rows) + note)
-    if verify:
-        ref = verify["reference"]
-        rows = [
-            [
-                r["artifact"],
-                r["runtime"],
-                f"{r['accuracy']:.4f}",
-                f"{r['delta_pp']:+.2f}",
-                f"{r['agreement']:.4f}",
-                f"{r['max_abs_diff']:.2e}",
-                f"{r['cosine_similarity']:.6f}",
-                "yes" if r["passed"] else "NO",
-            ]
-            for r in verify["results"]
-        ]
-        html = (
-            f"<p>{verify['images']:,} test images; Keras accuracy <b>{ref['accuracy']:.4f}</b>; "
-            f"tolerance {verify['tolerance_pp']} pp.</p>"
-            + _html_table(
-                [
-                    "artifact",
-                    "runtime",
-                    "accuracy",
-                    "Δ pp",
-                    "agreement",
-                    "max |Δp|",
-                    "cosine",
-                    "ok",
-                ],
-                rows,
-            )
-        )
-        # Keras against the model a device runs: the int8 TFLite, else any int8 export.
-        int8 = next(
-            (r for r in verify["results"] if r["artifact"] == "model_int8.tflite"),
-            next((r for r in verify["results"] if "int8" in r["artifact"]), None),
-        )
-        matrices = {"Keras (model.keras)": ref["confusion"]}
-        if int8:
-            matrices[f"{int8['artifact']} ({int8['runtime']})"] = int8["confusion"]
-        html += _img(charts.confusion_matrices(matrices), "confusion matrices")
-        per_class = {"Keras": ref["per_class_accuracy"]}
-        per_class.update(
-            {
-                f"{r['artifact']} ({r['runtime']})": r["per_class_accuracy"]
-                for r in verify["results"]
-            }
-        )
-        html += _img(charts.per_class_accuracy(per_class), "per-class accuracy")
-        images += 2
-        section("Verification against Keras", html)
-    if bench:
-        machine = bench["machine"]
-        rows = [
-            [
-                r["artifact"],
-                r["runtime"],
-                r["threads"],
-                r["batch_size"],
-                f"{r['p50_us']:,.1f}",
-                f"{r['p99_us']:,.1f}",
-                f"{r['invoke_p50_us']:,.1f}",
-                f"{r['throughput_ips']:,.0f}",
-            ]
-            for r in bench["results"]
-        ]
-        section(
-            "Benchmark",
-            f"<p>{escape(machine['cpu'])} ({machine['arch']}, {machine['cores']} cores; "
-            f"{escape(', '.join(machine['features']))}).</p>"
-            + _img(charts.bench_chart(bench["results"]), "benchmark chart")
-            + _html_table(
-                [
-                    "artifact",
-                    "runtime",
-                    "threads",
-                    "batch",
-                    "p50 µs",
-                    "p99 µs",
-                    "invoke p50 µs",
-                    "images/s",
-                ],
-                rows,
-            ),
-        )
-        images += 1
+        images += charts_made
     if missing:
         parts.append(f"<p class='note'>Not in this folder: {escape(', '.join(missing))}.</p>")
     page = (

@@ -55,7 +55,27 @@ class Runtime(str, Enum):
     tflm = "tflm"
     onnxruntime = "onnxruntime"
     keras = "keras"
+    keras_predict = "keras-predict"
     all = "all"
+
+
+class OrtOptimization(str, Enum):
+    disable = "disable"
+    basic = "basic"
+    extended = "extended"
+    all = "all"
+
+
+def _int_list(value: str, option: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise typer.BadParameter(
+            f"{value!r}: expected positive integers like 1,2", param_hint=option
+        )
+    return numbers
 
 
 class OnnxCalibration(str, Enum):
@@ -344,22 +364,40 @@ def bench(
             "`mcu` = tflm, with its arena and flash.",
         ),
     ] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Timed single-image runs.")] = 1000,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per row.")] = 1000,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 50,
     threads: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            "--threads", min=1, help="Threads for every engine. Default: 1, or the --target's."
+            "--threads",
+            help="Thread counts, comma-separated (e.g. 1,2). Default: 1, or the --target's.",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size for throughput.")] = 64,
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", help="Batch sizes, comma-separated (1 = one image).")
+    ] = "1,64",
+    xnnpack: Annotated[
+        bool,
+        typer.Option(
+            help="LiteRT with its XNNPACK delegate; --no-xnnpack runs the builtin kernels "
+            "(litert-ref), closer to what a small device runs."
+        ),
+    ] = True,
+    ort_optimization: Annotated[
+        OrtOptimization, typer.Option(help="onnxruntime graph optimization level.")
+    ] = "all",
+    roofline: Annotated[
+        bool, typer.Option(help="Measure the matrix-multiply roofline (needs onnx, [train]).")
+    ] = True,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Time each export: single-image latency percentiles and batched throughput.
+    """Time each export: latency percentiles, throughput, MAC rate against the roofline.
 
-    Examples: `mnist-edge bench` or `mnist-edge bench --threads 2 --runs 200 --json` or
-    `mnist-edge bench --target mcu --runs 200`
+    Every runtime, thread count and batch size gets a row; `-r all` adds the Keras baseline
+    (direct call and model.predict) and each row's speed-up over it. Writes bench.json,
+    bench.csv and bench.png. Examples: `mnist-edge bench`,
+    `mnist-edge bench -r all --threads 1,2 --batch-sizes 1,64`, `mnist-edge bench --target mcu`
     """
     from mnist_edge.bench import bench as bench_exports
     from mnist_edge.report import bench_table
@@ -371,9 +409,12 @@ def bench(
         runtimes=[r.value for r in runtime] if runtime else None,
         runs=runs,
         warmup=warmup,
-        threads=threads,
-        batch_size=batch_size,
+        threads=_int_list(threads, "--threads") if threads else None,
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
         target=target.value if target else None,
+        xnnpack=xnnpack,
+        ort_optimization=OrtOptimization(ort_optimization).value,
+        roofline=roofline,
     )
     _emit(report, bench_table, as_json)
 

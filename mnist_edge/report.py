@@ -134,49 +134,64 @@ def verify_table(report: VerifyReport) -> Group:
     return Group(table, matrix)
 
 
-def bench_table(report: BenchReport) -> Table:
-    """Latency percentiles and throughput, with the machine in the title."""
+def bench_table(report: BenchReport) -> Group:
+    """Latency, throughput, MAC rate against the roofline, speed-up over Keras; the machine."""
     m = report.machine
     features = ", ".join(m.features) or "none detected"
     table = Table(title=f"{m.cpu} ({m.arch}, {m.cores} cores; {features})")
-    columns = (
+    columns = [
         "artifact",
         "runtime",
         "threads",
-        "p50 µs",
-        "p90 µs",
-        "p99 µs",
-        "mean µs",
-        "invoke p50 µs",
         "batch",
+        "p50 µs",
+        "p99 µs",
+        "invoke p50 µs",
         "images/s",
+        "GMAC/s",
+        "of roofline",
+        "× Keras",
         "init ms",
-    )
+    ]
     # A microcontroller's footprint, for the TFLM rows (bench --target mcu).
     footprint = any(r.arena_bytes is not None for r in report.results)
     if footprint:
-        columns = (*columns, "arena B", "flash B")
+        columns += ["arena B", "flash B"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
+
+    def maybe(value, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
     for r in report.results:
         cells = [
             r.artifact,
             r.runtime,
             str(r.threads),
-            f"{r.p50_us:,.1f}",
-            f"{r.p90_us:,.1f}",
-            f"{r.p99_us:,.1f}",
-            f"{r.mean_us:,.1f}",
-            f"{r.invoke_p50_us:,.1f}",
             str(r.batch_size),
+            f"{r.p50_us:,.1f}",
+            f"{r.p99_us:,.1f}",
+            f"{r.invoke_p50_us:,.1f}",
             f"{r.throughput_ips:,.0f}",
+            maybe(r.gmacs, ".1f"),
+            maybe(r.roofline_fraction, ".1%"),
+            maybe(r.speedup_vs_keras, ",.1f"),
             f"{r.init_ms:,.1f}",
         ]
         if footprint:
-            cells += [f"{r.arena_bytes:,}" if r.arena_bytes is not None else "–"]
-            cells += [f"{r.flash_bytes:,}" if r.flash_bytes is not None else "–"]
+            cells += [maybe(r.arena_bytes, ","), maybe(r.flash_bytes, ",")]
         table.add_row(*cells)
-    return table
+    notes = [
+        f"Roofline, {roof.threads} thread(s): float32 {maybe(roof.float32_gmacs, '.1f')}, "
+        f"int8 {maybe(roof.int8_gmacs, '.1f')} GMAC/s ({roof.note})"
+        for roof in report.rooflines
+    ]
+    costs = {(r.macs, r.params) for r in report.results if r.macs}
+    notes += [
+        f"Model cost: {macs:,} MACs and {params:,} parameters per image" for macs, params in costs
+    ]
+    notes.append(f"Peak RSS of this process: {report.peak_rss_mb:,.1f} MiB")
+    return Group(table, *notes)
 
 
 def predict_table(result: PredictResult) -> Table:

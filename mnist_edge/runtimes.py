@@ -30,7 +30,8 @@ RUNTIMES = {
     "litert-ref": (".tflite", "LiteRT, builtin reference kernels, no delegate"),
     "tflm": (".tflite", "TensorFlow Lite Micro, reference kernels"),
     "onnxruntime": (".onnx", "onnxruntime, CPU execution provider"),
-    "keras": (".keras", "Keras 3 on TensorFlow"),
+    "keras": (".keras", "Keras 3 on TensorFlow, direct call"),
+    "keras-predict": (".keras", "Keras 3 on TensorFlow, model.predict"),
 }
 DEFAULT_RUNTIME = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
 
@@ -354,9 +355,7 @@ def _tflm_spec(detail: dict, name: str) -> TensorSpec:
 class KerasRunner(Runner):
     """The original Keras model, called directly (no fit/predict loop overhead)."""
 
-    runtime = "keras"
-
-    def __init__(self, path: Path, threads: int = 1):
+    def __init__(self, path: Path, threads: int = 1, use_predict: bool = False):
         super().__init__(path, threads)
         from mnist_edge.model import load_keras_model
 
@@ -369,6 +368,9 @@ class KerasRunner(Runner):
         # Record what TensorFlow really uses (0 means one thread per core).
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
         self._model = load_keras_model(self.path)
+        # model.predict is what most Keras code calls; the direct call skips its loop machinery.
+        self.use_predict = use_predict
+        self.runtime = "keras-predict" if use_predict else "keras"
         self.input = TensorSpec("image", (-1, *IMAGE_SHAPE), "float32")
         self.output = TensorSpec("probabilities", (-1, NUM_CLASSES), "float32")
         self._x: np.ndarray | None = None
@@ -386,7 +388,10 @@ class KerasRunner(Runner):
         self._x = x
 
     def invoke(self) -> None:
-        self._y = self._model(self._x, training=False)
+        if self.use_predict:
+            self._y = self._model.predict(self._x, batch_size=len(self._x), verbose=0)
+        else:
+            self._y = self._model(self._x, training=False)
 
     def fetch_raw(self) -> np.ndarray:
         return np.asarray(self._y, dtype=np.float32)
@@ -408,22 +413,25 @@ def select_runtimes(path: Path, requested: list[str] | None) -> list[str]:
     return [name for name in requested if name in available]
 
 
-def open_runner(path: Path, runtime: str | None = None, threads: int = 1) -> Runner:
+def open_runner(
+    path: Path, runtime: str | None = None, threads: int = 1, ort_optimization: str = "all"
+) -> Runner:
     """Build the runner for a model file; the runtime defaults to the file type's usual one."""
     path = Path(path)
     runtime = runtime or DEFAULT_RUNTIME.get(path.suffix)
     if runtime is None or runtime not in runtimes_for(path):
         raise MnistEdgeError(
             f"{path}: cannot run a {path.suffix or 'suffix-less'} file with {runtime}; "
-            f"expected .tflite (litert, litert-ref, tflm), .onnx (onnxruntime) or .keras (keras)."
+            "expected .tflite (litert, litert-ref, tflm), .onnx (onnxruntime) or .keras "
+            "(keras, keras-predict)."
         )
     if runtime in ("litert", "litert-ref"):
         return LiteRTRunner(path, threads=threads, xnnpack=runtime == "litert")
     if runtime == "onnxruntime":
-        return OrtRunner(path, threads=threads)
+        return OrtRunner(path, threads=threads, optimization=ort_optimization)
     if runtime == "tflm":
         return TFLMRunner(path)
-    return KerasRunner(path, threads=threads)
+    return KerasRunner(path, threads=threads, use_predict=runtime == "keras-predict")
 
 
 @dataclass(frozen=True)
@@ -437,7 +445,7 @@ class LoadedRunner:
 
 
 def open_runners(
-    paths: list[Path], runtimes: list[str] | None, threads: int = 1
+    paths: list[Path], runtimes: list[str] | None, threads: int = 1, ort_optimization: str = "all"
 ) -> list[LoadedRunner]:
     """Open a runner per file and runtime before any work, naming every file that won't load.
 
@@ -448,7 +456,7 @@ def open_runners(
         for runtime in select_runtimes(path, runtimes):
             started = time.perf_counter_ns()
             try:
-                runner = open_runner(path, runtime, threads=threads)
+                runner = open_runner(path, runtime, threads, ort_optimization)
                 runner.set_batch(1)
             except ModelError as exc:
                 errors.append(str(exc))

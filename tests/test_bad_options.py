@@ -31,7 +31,10 @@ runner = CliRunner()
         ["bench", "--runs", "0"],
         ["bench", "--runs", "-10"],
         ["bench", "--warmup", "-1"],
-        ["bench", "--batch-size", "0"],
+        ["bench", "--batch-sizes", "0"],
+        ["bench", "--batch-sizes", "1,x"],
+        ["bench", "--threads", "0,1"],
+        ["bench", "--ort-optimization", "max"],
         ["train", "--epochs", "many"],
     ],
 )

@@ -37,7 +37,7 @@ def full_folder(tmp_path_factory, trained, exported, mnist):
     shutil.copytree(exported[0], folder, dirs_exist_ok=True)
     shutil.copy(trained[0] / "train.json", folder / "train.json")
     verify(folder, mnist, limit=2000)
-    bench(folder, mnist, runs=20, warmup=2, batch_size=8)
+    bench(folder, mnist, runs=20, warmup=2, batch_sizes=[1, 8], roofline=False)
     return folder
 
 

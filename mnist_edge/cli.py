@@ -59,6 +59,11 @@ class Runtime(str, Enum):
     all = "all"
 
 
+class Schedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
 class OrtOptimization(str, Enum):
     disable = "disable"
     basic = "basic"
@@ -229,6 +234,13 @@ def train(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Use only the first N training images.")
     ] = None,
+    learning_rate: Annotated[
+        float, typer.Option(help="Adam's (initial) learning rate, above 0.")
+    ] = 1e-3,
+    schedule: Annotated[
+        Schedule,
+        typer.Option(help="constant (the seed's) or cosine (decays to zero over the run)."),
+    ] = "constant",
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     data: DataOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model.keras.")] = False,
@@ -236,7 +248,8 @@ def train(
 ) -> None:
     """Train the seed CNN (Adam, 10% validation) and write model.keras and train.json.
 
-    Examples: `mnist-edge train` (5 epochs, full data) or
+    Examples: `mnist-edge train` (the seed's recipe: 5 epochs, full data),
+    `mnist-edge train --epochs 3 --learning-rate 0.002 --schedule cosine` (the fast recipe) or
     `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
     """
     from mnist_edge.model import train as train_model
@@ -249,6 +262,8 @@ def train(
         batch_size=batch_size,
         seed=seed,
         limit=limit,
+        learning_rate=learning_rate,
+        schedule=Schedule(schedule).value,
         overwrite=overwrite,
         on_epoch=lambda stats: logging.getLogger("mnist_edge").info(epoch_line(stats, epochs)),
     )

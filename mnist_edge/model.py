@@ -25,6 +25,8 @@ TRAIN_JSON = "train.json"
 INPUT_SHAPE = (28, 28, 1)
 NUM_PARAMS = 93_322  # the seed architecture's parameter count
 VALIDATION_SPLIT = 0.1  # the seed's held-out share (Keras takes the last 10% of the data)
+# "constant" is the seed's Adam at 1e-3; "cosine" decays the rate to zero over the run.
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class TrainResult:
     params: int
     data_source: str
     data_sha256: dict[str, str]
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,6 +130,8 @@ def train(
     batch_size: int = 128,
     seed: int = 0,
     limit: int | None = None,
+    learning_rate: float = 1e-3,
+    schedule: str = "constant",
     overwrite: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
@@ -133,6 +139,10 @@ def train(
     for name, value in (("epochs", epochs), ("batch size", batch_size), ("limit", limit)):
         if value is not None and value < 1:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive integer.")
+    if not learning_rate > 0:
+        raise MnistEdgeError(f"Invalid learning rate {learning_rate}: expected a positive number.")
+    if schedule not in SCHEDULES:
+        raise MnistEdgeError(f"Unknown schedule {schedule!r}: expected {', '.join(SCHEDULES)}.")
     artifacts = prepare_output_dir(artifacts)
     model_path = artifacts / MODEL_FILE
     refuse_overwrite([model_path, artifacts / TRAIN_JSON], overwrite)
@@ -147,8 +157,14 @@ def train(
         raise MnistEdgeError(f"Invalid limit {limit}: need at least 10 training images.")
 
     model = build_model()
+    if schedule == "cosine":
+        # Decays to zero over the whole run: a larger start rate, and the last steps fine-tune.
+        steps = epochs * -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    else:
+        rate = learning_rate
     model.compile(
-        optimizer=keras.optimizers.Adam(),
+        optimizer=keras.optimizers.Adam(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -206,6 +222,8 @@ def train(
         params=int(model.count_params()),
         data_source=mnist.source,
         data_sha256=dict(mnist.sha256),
+        learning_rate=learning_rate,
+        schedule=schedule,
         versions=library_versions("tensorflow", "keras", "numpy"),
     )
     write_files_atomic(

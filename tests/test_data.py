@@ -145,7 +145,7 @@ def test_npz_with_wrong_contents(tmp_path, mnist, override, message):
 
 
 def _tarball(path: Path, members: dict[str, bytes], link: str | None = None) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
         for name, payload in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(payload)

@@ -50,6 +50,8 @@ def test_quick_training_reaches_stated_accuracy(trained):
         ({"batch_size": -1}, "Invalid batch size -1"),
         ({"limit": 0}, "Invalid limit 0"),
         ({"limit": 5}, "need at least 10"),
+        ({"learning_rate": 0.0}, "Invalid learning rate 0.0"),
+        ({"schedule": "step"}, "Unknown schedule 'step'"),
     ],
 )
 def test_train_rejects_bad_options(tmp_path, mnist, kwargs, message):
@@ -72,3 +74,11 @@ def test_load_keras_model_errors(tmp_path):
     bad.write_text("not a zip")
     with pytest.raises(ModelError, match="cannot load the Keras model"):
         load_keras_model(bad)
+
+
+@pytest.mark.slow
+def test_cosine_schedule_is_recorded(tmp_path, mnist):
+    result = train(mnist, tmp_path, epochs=1, limit=2000, learning_rate=0.002, schedule="cosine")
+    record = json.loads((tmp_path / "train.json").read_text())
+    assert record["schedule"] == "cosine" and record["learning_rate"] == 0.002
+    assert result.test_accuracy > 0.5

@@ -40,28 +40,25 @@ def trained(tmp_path_factory, mnist: Mnist):
     return artifacts, result
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory, trained, mnist: Mnist):
-    """The quick model exported to all three files: (artifacts folder, ExportResult)."""
+def _export_quick_model(tmp_path_factory, trained, mnist: Mnist, name: str, **options):
     from mnist_edge.export import export
 
     source, _ = trained
-    artifacts = tmp_path_factory.mktemp("exported")
+    artifacts = tmp_path_factory.mktemp(name)
     shutil.copy(source / "model.keras", artifacts / "model.keras")
-    result = export(artifacts, mnist, int8=True, calibration_size=CALIBRATION)
-    return artifacts, result
+    return artifacts, export(artifacts, mnist, calibration_size=CALIBRATION, **options)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, trained, mnist: Mnist):
+    """The quick model exported to all three files: (artifacts folder, ExportResult)."""
+    return _export_quick_model(tmp_path_factory, trained, mnist, "exported", int8=True)
 
 
 @pytest.fixture(scope="session")
 def exported_all(tmp_path_factory, trained, mnist: Mnist):
     """The quick model in all six formats: (artifacts folder, ExportResult)."""
-    from mnist_edge.export import export
-
-    source, _ = trained
-    artifacts = tmp_path_factory.mktemp("exported_all")
-    shutil.copy(source / "model.keras", artifacts / "model.keras")
-    result = export(artifacts, mnist, formats=["all"], calibration_size=CALIBRATION)
-    return artifacts, result
+    return _export_quick_model(tmp_path_factory, trained, mnist, "exported_all", formats=["all"])
 
 
 @pytest.fixture()

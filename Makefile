@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/mnist-edge export --int8 --artifacts $(ARTIFACTS) --overwrite
 	$(BIN)/mnist-edge verify --artifacts $(ARTIFACTS)
 	$(BIN)/mnist-edge bench --artifacts $(ARTIFACTS)
-	$(BIN)/mnist-edge bundle --artifacts $(ARTIFACTS)
+	$(BIN)/mnist-edge bundle --artifacts $(ARTIFACTS) --overwrite
 	$(BIN)/mnist-edge report --artifacts $(ARTIFACTS)
 
 test: setup

@@ -35,7 +35,13 @@ from mnist_edge.data import Mnist, default_cache_dir, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.export import INT8_TFLITE
-from mnist_edge.files import json_bytes, prepare_output_dir, sha256_bytes, write_files_atomic
+from mnist_edge.files import (
+    json_bytes,
+    prepare_output_dir,
+    refuse_overwrite,
+    sha256_bytes,
+    write_files_atomic,
+)
 from mnist_edge.model import library_versions
 from mnist_edge.runtimes import (
     IMAGE_SHAPE,
@@ -1338,6 +1344,7 @@ def bundle(
     c_name: str = DEFAULT_C_NAME,
     max_arena: int | None = None,
     max_flash: int | None = None,
+    overwrite: bool = False,
 ) -> BundleResult:
     """Write the device bundle for a .tflite (default the int8 export), checked on TFLM."""
     if not 1 <= golden <= TEST_IMAGES:
@@ -1353,6 +1360,8 @@ def bundle(
     artifacts = Path(artifacts)
     model = Path(model) if model is not None else artifacts / INT8_TFLITE
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
+    # A batch tool never prompts: an earlier bundle (its manifest) is replaced only on request.
+    refuse_overwrite([out / MANIFEST], overwrite)
     model_bytes, info, kind = _check_model(model)
 
     # Budgets first: a firmware CI gating on them should not wait for the accuracy runs.

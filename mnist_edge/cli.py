@@ -467,6 +467,7 @@ def bundle(
         int | None,
         typer.Option("--max-flash", min=1, help="Exit 1 if the model has more bytes than this."),
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier bundle in --out.")] = False,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -486,6 +487,7 @@ def bundle(
         c_name=c_name,
         max_arena=max_arena,
         max_flash=max_flash,
+        overwrite=overwrite,
     )
     _emit(result, bundle_table, as_json)
 

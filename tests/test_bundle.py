@@ -33,6 +33,7 @@ from mnist_edge.data import to_float
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.files import sha256_file
 from mnist_edge.runtimes import LiteRTRunner, quantize
+from tests.conftest import snapshot
 
 pytest.importorskip("tflite_micro")
 
@@ -480,3 +481,12 @@ def test_bench_target_mcu_reports_tflm_with_arena_and_flash(bundled, mnist):
         app, ["bench", "-a", str(artifacts), "--target", "mcu", "--runtime", "litert"]
     )
     assert result.exit_code == 2 and "--target or --runtime, not both" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_earlier_bundle_is_kept_unless_overwrite(bundled):
+    artifacts, out, _ = bundled
+    before = snapshot(out)
+    with pytest.raises(MnistEdgeError, match="manifest.json already exists; pass --overwrite"):
+        bundle(artifacts, None, out=out)
+    assert snapshot(out) == before

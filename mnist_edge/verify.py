@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.data import NUM_CLASSES, Mnist, ensure_mnist, to_float
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.export import REFERENCE_FILE, keras_probabilities
 from mnist_edge.files import sha256_file, write_json
 from mnist_edge.model import MODEL_FILE, load_keras_model
@@ -170,7 +170,14 @@ def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarra
             f"{artifacts}: neither {MODEL_FILE} nor a current {REFERENCE_FILE}; "
             "run `mnist-edge train` and `mnist-edge export` first."
         )
-    model = load_keras_model(model_path)
+    try:
+        model = load_keras_model(model_path)
+    except MissingDependencyError as exc:
+        # On a device: the recorded outputs are the way, not a TensorFlow install.
+        raise MissingDependencyError(
+            f"{artifacts}: no current {REFERENCE_FILE} (written by `mnist-edge export`, it must "
+            f"match {MODEL_FILE}); copy it beside the exports, or run Keras: {exc}"
+        ) from None
     return keras_probabilities(model, mnist.x_test[:count]), "live"
 
 

@@ -389,7 +389,10 @@ def bench(
         ),
     ] = None,
     batch_sizes: Annotated[
-        str, typer.Option("--batch-sizes", help="Batch sizes, comma-separated (1 = one image).")
+        str,
+        typer.Option(
+            "--batch-sizes", "--batch-size", help="Batch sizes, comma-separated (1 = one image)."
+        ),
     ] = "1,64",
     xnnpack: Annotated[
         bool,

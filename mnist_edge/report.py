@@ -269,6 +269,7 @@ def bundle_table(result: BundleResult) -> Table:
 # --- The HTML report: one self-contained page gathering every record of an artifacts folder ---
 
 REPORT_HTML = "report.html"
+DISAGREEMENTS_SHOWN = 20
 PAGE_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1150px; color: #222; }
 h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
@@ -381,6 +382,16 @@ def _verify_section(verify: dict) -> tuple[str, str, int]:
         {f"{r['artifact']} ({r['runtime']})": r["per_class_accuracy"] for r in results}
     )
     html += _img(charts.confusion_matrices(matrices), "confusion matrices")
+    if int8 and int8.get("disagreements"):
+        shown = int8["disagreements"][:DISAGREEMENTS_SHOWN]
+        html += (
+            f"<p>Test images on which {int8['artifact']} ({int8['runtime']}) and Keras disagree: "
+            f"{len(int8['disagreements'])} (all in verify.json).</p>"
+            + _html_table(
+                ["test image", "label", "Keras", int8["artifact"]],
+                [[d["index"], d["label"], d["keras"], d["export"]] for d in shown],
+            )
+        )
     html += _img(charts.per_class_accuracy(per_class), "per-class accuracy")
     return "Verification against Keras", html, 2
 

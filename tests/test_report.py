@@ -49,6 +49,7 @@ def test_report_gathers_every_record(full_folder):
     html = (full_folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
     assert "model_int8.tflite" in html and "Keras accuracy" in html
+    assert "on which model_int8.tflite (litert) and Keras disagree" in html
     assert "http://" not in html and "https://" not in html  # self-contained
 
 

@@ -40,6 +40,7 @@ from mnist_edge.files import (
     prepare_output_dir,
     refuse_overwrite,
     sha256_bytes,
+    sha256_file,
     write_files_atomic,
 )
 from mnist_edge.model import library_versions
@@ -843,18 +844,21 @@ def _preprocessing(spec: TensorSpec) -> dict[str, object]:
 
 
 def _verify_rows(artifacts: Path, model: Path) -> tuple[dict[str, dict], float | None]:
-    """This model's rows in a verify.json over the full test set, if newer than the model."""
+    """This model's rows in a verify.json over the full test set, if verify ran on these bytes."""
     path = artifacts / VERIFY_JSON
     if model.parent.resolve() != artifacts.resolve() or not path.is_file():
         return {}, None
-    if path.stat().st_mtime < model.stat().st_mtime:
-        return {}, None  # verify ran on an earlier model of the same name
+    digest = sha256_file(model)
     try:
         record = json.loads(path.read_text())
         if record.get("images") != TEST_IMAGES:
             return {}, None
+        # A row counts only for the very bytes it verified (an earlier model of the same name
+        # does not): verify records each export's SHA-256.
         rows = {
-            r["runtime"]: r for r in record.get("results", []) if r.get("artifact") == model.name
+            r["runtime"]: r
+            for r in record.get("results", [])
+            if r.get("artifact") == model.name and r.get("sha256") == digest
         }
         return rows, record.get("reference", {}).get("accuracy")
     except (ValueError, KeyError, AttributeError):

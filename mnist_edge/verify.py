@@ -56,6 +56,7 @@ class VerifyRow:
     artifact: str
     runtime: str
     kernels: str
+    sha256: str  # of the export verified: later tools reuse a row only for these bytes
     accuracy: float
     delta_pp: float
     agreement: float
@@ -225,7 +226,7 @@ def verify(
         confusion=reference_confusion.tolist(),
     )
 
-    rows, failures = [], []
+    rows, failures, digests = [], [], {}
     predictions = {f"{MODEL_FILE} (keras)": reference_probs.argmax(axis=1)}
     for item in loaded:
         path, runtime, runner = item.path, item.runtime, item.runner
@@ -247,6 +248,7 @@ def verify(
                 artifact=path.name,
                 runtime=runtime,
                 kernels=runner.kernels,
+                sha256=digests.setdefault(path, sha256_file(path)),
                 delta_pp=round(delta_pp, 4),
                 passed=passed,
                 per_class_accuracy=per_class_accuracy(confusion),

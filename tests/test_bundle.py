@@ -490,3 +490,22 @@ def test_an_earlier_bundle_is_kept_unless_overwrite(bundled):
     with pytest.raises(MnistEdgeError, match="manifest.json already exists; pass --overwrite"):
         bundle(artifacts, None, out=out)
     assert snapshot(out) == before
+
+
+@pytest.mark.slow
+def test_verify_rows_are_reused_only_for_the_bytes_they_verified(exported_copy, mnist, tmp_path):
+    from mnist_edge.verify import verify
+
+    model = exported_copy / "model_int8.tflite"
+    verify(exported_copy, mnist, models=[model], runtimes=["tflm", "litert-ref"])
+    result = bundle(exported_copy, mnist, out=tmp_path / "reused")
+    sources = {a.runtime: a.source for a in result.accuracy}
+    assert sources == {"tflm": "verify.json", "litert-ref": "verify.json"}
+
+    # The same name, other bytes (re-exported with other calibration): verify's rows don't count.
+    from mnist_edge.bundle import _verify_rows
+    from mnist_edge.export import export
+
+    assert set(_verify_rows(exported_copy, model)[0]) == {"tflm", "litert-ref"}
+    export(exported_copy, mnist, int8=True, calibration_size=10, overwrite=True)
+    assert _verify_rows(exported_copy, model)[0] == {}

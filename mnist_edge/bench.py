@@ -17,7 +17,7 @@ from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.model import library_versions
 from mnist_edge.runtimes import open_runners
-from mnist_edge.verify import find_exports
+from mnist_edge.verify import resolve_exports
 
 log = logging.getLogger(__name__)
 
@@ -398,12 +398,7 @@ def bench(
         # Without the delegate LiteRT runs its builtin kernels: that is the litert-ref runtime.
         runtimes = ["litert-ref" if r == "litert" else r for r in runtimes]
     artifacts = Path(artifacts)
-    if not artifacts.is_dir():
-        raise MnistEdgeError(f"{artifacts}: no such artifacts folder.")
-    exports = list(models) if models else find_exports(artifacts)
-    exports += [m for m in _keras_models(artifacts, runtimes) if m not in exports]
-    if not exports:
-        raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
+    exports = resolve_exports(artifacts, models, also=_keras_models(artifacts, runtimes))
     selected = runtimes or (None if xnnpack else ["litert-ref", "onnxruntime", "keras"])
     # Every file is opened before any timing: one that will not load stops the run up front.
     loaded = {n: open_runners(exports, selected, n, ort_optimization) for n in thread_counts}

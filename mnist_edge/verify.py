@@ -187,6 +187,19 @@ def find_exports(artifacts: Path) -> list[Path]:
     return sorted(p for p in Path(artifacts).iterdir() if p.suffix in EXPORT_SUFFIXES)
 
 
+def resolve_exports(
+    artifacts: Path, models: list[Path] | None, also: tuple[Path, ...] | list[Path] = ()
+) -> list[Path]:
+    """The files to run: `models` if given, else every export in the folder; then `also`."""
+    if not Path(artifacts).is_dir():
+        raise MnistEdgeError(f"{artifacts}: no such artifacts folder.")
+    exports = list(models) if models else find_exports(artifacts)
+    exports += [path for path in also if path not in exports]
+    if not exports:
+        raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
+    return exports
+
+
 def verify(
     artifacts: Path,
     data: Mnist | Path | None,
@@ -203,11 +216,7 @@ def verify(
     if limit is not None and limit < 1:
         raise MnistEdgeError(f"Invalid limit {limit}: expected a positive integer.")
     artifacts = Path(artifacts)
-    if not artifacts.is_dir():
-        raise MnistEdgeError(f"{artifacts}: no such artifacts folder.")
-    exports = list(models) if models else find_exports(artifacts)
-    if not exports:
-        raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
+    exports = resolve_exports(artifacts, models)
     # Every file is loaded before any work: one that cannot be is bad input (exit 2, nothing
     # written), not a failed check.
     loaded = open_runners(exports, runtimes, threads)

@@ -14,17 +14,13 @@ independent read to compare against.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import math
-import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +32,7 @@ from mnist_edge.deps import require
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.export import INT8_TFLITE
 from mnist_edge.files import (
+    capture_native_output,
     json_bytes,
     prepare_output_dir,
     refuse_overwrite,
@@ -486,34 +483,6 @@ def estimate_arena(info: ModelInfo) -> ArenaEstimate:
     return ArenaEstimate(peak, bookkeeping, peak + bookkeeping)
 
 
-@contextlib.contextmanager
-def _native_output(fds: tuple[int, ...] = (1, 2)) -> Iterator[list[str]]:
-    """Send what native code writes to these file descriptors into a buffer, yielded as text.
-
-    TFLM prints every failed allocation to stderr and some builds print to stdout; during the
-    arena search that is dozens of expected failures, and under --json stdout must stay clean.
-    """
-    libc = ctypes.CDLL(None)
-    captured: list[str] = []
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as sink:
-        saved = [os.dup(fd) for fd in fds]
-        try:
-            for fd in fds:
-                os.dup2(sink.fileno(), fd)
-            yield captured
-        finally:
-            libc.fflush(None)  # C's stdio buffers, or their bytes land after the restore
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in zip(fds, saved, strict=True):
-                os.dup2(copy, fd)
-                os.close(copy)
-            sink.seek(0)
-            captured.append(sink.read().decode(errors="replace"))
-
-
 @dataclass(frozen=True)
 class ArenaReport:
     """TFLM's tensor arena for this model: measured, estimated, and the estimate's error."""
@@ -533,7 +502,7 @@ class ArenaReport:
 
 
 def _allocation_report(interpreter) -> tuple[int | None, int | None]:
-    with _native_output((2,)) as text:
+    with capture_native_output((2,)) as text:
         interpreter.print_allocations()
     head = re.search(r"allocation head (\d+) bytes", text[0])
     tail = re.search(r"allocation tail (\d+) bytes", text[0])
@@ -565,7 +534,7 @@ def measure_arena(model: bytes, origin: str = "model") -> ArenaReport:
             return False
         return True
 
-    with _native_output() as text:
+    with capture_native_output() as text:
         low, high = 0, max(4096, 2 * estimate.total)
         while not runs(high):
             low, high = high, high * 2
@@ -584,7 +553,7 @@ def measure_arena(model: bytes, origin: str = "model") -> ArenaReport:
         raise ModelError(f"{origin}: TFLM cannot run it in up to {MAX_ARENA:,} bytes ({reason}).")
     smallest = high
     arena = -(-smallest // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
-    with _native_output((1,)):
+    with capture_native_output((1,)):
         interpreter = runtime.Interpreter.from_bytes(model, arena_size=arena)
     head, tail = _allocation_report(interpreter)
     error = estimate.total - arena

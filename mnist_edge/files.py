@@ -106,6 +106,34 @@ def refuse_overwrite(paths: list[Path], overwrite: bool) -> None:
         )
 
 
+def _flush_all() -> None:
+    """Flush Python's streams and C's stdio buffers, so bytes land where they were written."""
+    import ctypes
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No C library to look up (Windows): Python's own flush is all there is.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).fflush(None)  # C code's buffered printf, or it would flush later
+
+
+@contextlib.contextmanager
+def _redirect_fds(fds: tuple[int, ...], target: int) -> Iterator[None]:
+    """Point file descriptors at `target` for the block, then put them back."""
+    _flush_all()
+    saved = [os.dup(fd) for fd in fds]
+    try:
+        for fd in fds:
+            os.dup2(target, fd)
+        yield
+    finally:
+        _flush_all()
+        for fd, copy in zip(fds, saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """Send stdout to stderr for the block, both Python's and file descriptor 1.
@@ -115,13 +143,19 @@ def stdout_to_stderr() -> Iterator[None]:
     """
     import sys
 
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    with _redirect_fds((1,), 2), contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@contextlib.contextmanager
+def capture_native_output(fds: tuple[int, ...] = (1, 2)) -> Iterator[list[str]]:
+    """Collect what is written to these file descriptors during the block; yields a list that
+    holds the text once the block ends."""
+    captured: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        try:
+            with _redirect_fds(fds, sink.fileno()):
+                yield captured
+        finally:
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))

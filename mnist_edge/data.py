@@ -215,9 +215,7 @@ def load_from(path: Path) -> Mnist:
         return load_npz(path)
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder.")
-    if any(
-        (path / f"{spec.name}{ext}").is_file() for spec in IDX_FILES.values() for ext in ("", ".gz")
-    ):
+    if any(_idx_present(path, spec) for spec in IDX_FILES.values()):
         return load_idx_folder(path)
     if (path / KERAS_NPZ_NAME).is_file():
         return load_npz(path / KERAS_NPZ_NAME)
@@ -226,10 +224,13 @@ def load_from(path: Path) -> Mnist:
     )
 
 
+def _idx_present(folder: Path, spec: IdxSpec) -> bool:
+    return (folder / spec.name).is_file() or (folder / f"{spec.name}.gz").is_file()
+
+
 def _has_data(folder: Path) -> bool:
     return (folder / KERAS_NPZ_NAME).is_file() or all(
-        (folder / spec.name).is_file() or (folder / f"{spec.name}.gz").is_file()
-        for spec in IDX_FILES.values()
+        _idx_present(folder, spec) for spec in IDX_FILES.values()
     )
 
 

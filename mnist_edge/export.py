@@ -269,6 +269,7 @@ def export(
         raise ModelError(f"{source}: no such model; run `mnist-edge train` first.")
     refuse_overwrite([artifacts / FORMATS[name].file for name in names], overwrite)
     model = load_keras_model(source)
+    source_sha256 = sha256_file(source)
     mnist = ensure_mnist(data)
     # The first N training images calibrate both int8 formats, so TFLite and ONNX see the same.
     calibration_images = mnist.x_train[:calibration_size]
@@ -305,7 +306,7 @@ def export(
         reference,
         probabilities=probabilities,
         labels=mnist.y_test,
-        model_sha256=np.array(sha256_file(source)),
+        model_sha256=np.array(source_sha256),
         data_sha256=np.array(sorted(f"{k}={v}" for k, v in mnist.sha256.items())),
     )
 
@@ -326,7 +327,7 @@ def export(
     calibrated = any(FORMATS[name].calibrated for name in names)
     result = ExportResult(
         source=str(source),
-        source_sha256=sha256_file(source),
+        source_sha256=source_sha256,
         files=files,
         calibration=Calibration(
             images=calibration_size,

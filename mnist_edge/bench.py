@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -30,6 +31,7 @@ DEFAULT_BATCH_SIZES = (1, 64)
 # model.predict costs milliseconds per call: its runs are capped so a bench stays minutes long.
 MAX_RUNS = {"keras-predict": 100}
 SAMPLE_IMAGES = 100  # distinct test images cycled through the timed runs
+DISTINCT_BATCHES = 10  # ready-made inputs cycled through the timed runs
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 # --target presets: the runtimes such a device runs, and its threads (None: every core).
 BENCH_TARGETS: dict[str, tuple[tuple[str, ...], int | None]] = {
@@ -124,19 +126,17 @@ class BenchReport:
 
 def detect_machine() -> Machine:
     """CPU model and the SIMD/matrix features that decide which kernels run."""
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and cpu in ("unknown", "", platform.machine()):
-                    cpu = value.strip()
-                elif key.strip() in ("flags", "Features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    cpu, flags = "", set()
+    # Linux names the model and its features per core; the first core's lines suffice.
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
+        for line in handle:
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and not cpu:
+                cpu = value
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
     return Machine(
-        cpu=cpu,
+        cpu=cpu or platform.processor() or platform.machine() or "unknown",
         arch=platform.machine(),
         cores=os.cpu_count() or 1,
         features=[f for f in CPU_FEATURES if f in flags],
@@ -169,8 +169,10 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch: int) 
     """Latency of one call on `batch` images, end to end and invoke only; throughput from p50."""
     runner.set_batch(batch)
     # Distinct ready-made batches, cycled: the same input every time would flatter caches.
-    blocks = [np.resize(np.roll(images, -k, axis=0), (batch, *images.shape[1:])) for k in (0, 1)]
-    blocks += [images[i : i + batch] for i in range(0, len(images) - batch + 1, batch)][:8]
+    blocks = [
+        np.resize(np.roll(images, -k * batch, axis=0), (batch, *images.shape[1:]))
+        for k in range(DISTINCT_BATCHES)
+    ]
     for i in range(warmup):  # untimed: first calls allocate, pack weights, fault pages in
         runner.feed(blocks[i % len(blocks)])
         runner.invoke()

@@ -94,7 +94,9 @@ def test_mnist_digits_are_already_in_mnist_format(mnist):
     out = np.stack([preprocess_digit(image) for image in images])
     assert out.shape == (1000, CANVAS, CANVAS) and out.dtype == np.float32
     unchanged = np.mean(np.all(out == images, axis=(1, 2)))
-    assert unchanged > 0.85  # measured 0.898 on all 10,000; the rest move by a pixel
+    # Measured 0.898 on all 10,000; nearly all the rest had a brightest pixel below 255, and the
+    # preprocessing stretches ink to full scale.
+    assert unchanged > 0.85
     for image in out:
         assert max(ink_box(image)) == FIT_SIDE
         assert np.allclose(center_of_mass(image), 14.0, atol=0.5)

@@ -211,7 +211,10 @@ def _onnx_cost(path: Path) -> ModelCost:
         import onnx
         from onnx import numpy_helper, shape_inference
     except ImportError:
-        return ModelCost(None, None, "int8" if "int8" in path.stem else "float32")
+        # No graph reader on a device: op types are plain strings in the protobuf, so a QDQ
+        # model still shows itself; its MACs stay unknown.
+        quantized = b"DequantizeLinear" in path.read_bytes()
+        return ModelCost(None, None, "int8" if quantized else "float32")
     model = onnx.load(str(path))
     for dim in model.graph.input[0].type.tensor_type.shape.dim[:1]:
         dim.dim_value = 1  # batch 1: the dynamic batch would leave every shape symbolic

@@ -73,9 +73,7 @@ FORMATS = {
     )
 }
 DEFAULT_FORMATS = ("tflite-float32", "onnx-float32")
-FLOAT32_TFLITE = FORMATS["tflite-float32"].file
 INT8_TFLITE = FORMATS["tflite-int8"].file
-ONNX_FILE = FORMATS["onnx-float32"].file
 
 
 @dataclass(frozen=True)

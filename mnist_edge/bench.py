@@ -9,119 +9,42 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from mnist_edge.arena import measure_arena
+from mnist_edge.artifacts import (
+    BENCH_CSV,
+    BENCH_JSON,
+    BENCH_PNG,
+    MODEL_FILE,
+    library_versions,
+    record_payload,
+    resolve_exports,
+)
 from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
-from mnist_edge.model import library_versions
+from mnist_edge.files import json_bytes, write_files_atomic
+from mnist_edge.model_info import ModelCost, model_cost
+from mnist_edge.options import (
+    BENCH_TARGETS,
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_RUNS,
+    DEFAULT_WARMUP,
+)
+from mnist_edge.records import BenchReport, BenchRow, Machine, Roofline
+from mnist_edge.roofline import measure_roofline
 from mnist_edge.runtimes import open_runners
-from mnist_edge.verify import resolve_exports
 
 log = logging.getLogger(__name__)
 
-BENCH_JSON = "bench.json"
-BENCH_CSV = "bench.csv"
-BENCH_PNG = "bench.png"
-DEFAULT_RUNS = 1000
-DEFAULT_WARMUP = 50
-DEFAULT_BATCH_SIZES = (1, 64)
 # model.predict costs milliseconds per call: its runs are capped so a bench stays minutes long.
 MAX_RUNS = {"keras-predict": 100}
 SAMPLE_IMAGES = 100  # distinct test images cycled through the timed runs
 DISTINCT_BATCHES = 10  # ready-made inputs cycled through the timed runs
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-# --target presets: the runtimes such a device runs, and its threads (None: every core).
-BENCH_TARGETS: dict[str, tuple[tuple[str, ...], int | None]] = {
-    "cpu": (("litert", "onnxruntime"), None),  # a desktop or server: XNNPACK, all cores
-    "embedded": (("litert-ref", "onnxruntime"), 1),  # a small Linux board without XNNPACK
-    "mcu": (("tflm",), 1),  # a microcontroller: TFLM, one image at a time
-}
-
-
-@dataclass(frozen=True)
-class Machine:
-    """The CPU the figures came from: detected, never assumed."""
-
-    cpu: str
-    arch: str
-    cores: int
-    features: list[str]
-    os: str
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """What one image costs a model, counted from the model file itself."""
-
-    macs: int | None  # multiply-accumulates of the convolutions and dense layers, batch 1
-    params: int | None
-    compute: str  # "int8" or "float32": which roofline applies
-
-
-@dataclass(frozen=True)
-class Roofline:
-    """The best MAC rate this CPU reaches on a large matrix multiply, same run, same threads."""
-
-    threads: int
-    float32_gmacs: float | None  # onnxruntime MatMul, float32
-    int8_gmacs: float | None  # onnxruntime MatMulInteger, uint8 × int8
-    size: int
-    note: str
-
-
-@dataclass(frozen=True)
-class BenchRow:
-    """One export on one runtime at one thread count and batch size.
-
-    Latency is of one call on a batch (batch 1: a single image): end to end (quantize, set the
-    input, invoke, read and dequantize the output) and invoke alone.
-    """
-
-    artifact: str
-    runtime: str
-    kernels: str
-    threads: int
-    batch_size: int
-    runs: int
-    warmup: int
-    p50_us: float
-    p90_us: float
-    p99_us: float
-    mean_us: float
-    std_us: float
-    min_us: float
-    max_us: float
-    invoke_p50_us: float
-    invoke_mean_us: float
-    throughput_ips: float
-    init_ms: float
-    file_bytes: int
-    peak_rss_mb: float
-    macs: int | None = None
-    params: int | None = None
-    gmacs: float | None = None  # achieved: MACs per image × images per second (invoke p50)
-    roofline_gmacs: float | None = None
-    roofline_fraction: float | None = None
-    speedup_vs_keras: float | None = None  # Keras direct call p50 / this p50, same threads/batch
-    arena_bytes: int | None = None  # TFLM rows: the smallest working tensor arena, measured
-    flash_bytes: int | None = None  # TFLM rows: the model's bytes, what a firmware image holds
-
-
-@dataclass(frozen=True)
-class BenchReport:
-    """All rows, and the machine, versions and settings they were measured with."""
-
-    machine: Machine
-    versions: dict[str, str]
-    peak_rss_mb: float
-    results: list[BenchRow]
-    target: str | None = None
-    settings: dict = field(default_factory=dict)
-    rooflines: list[Roofline] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
 
 
 def detect_machine() -> Machine:
@@ -199,161 +122,11 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch: int) 
 
 def mcu_footprint(path: Path) -> dict[str, int]:
     """What a microcontroller must hold for a model: its tensor arena (measured) and its bytes."""
-    from mnist_edge.bundle import measure_arena
-
     data = Path(path).read_bytes()
     return {"arena_bytes": measure_arena(data, str(path)).bytes, "flash_bytes": len(data)}
 
 
-def _onnx_cost(path: Path) -> ModelCost:
-    """MACs and parameters of an ONNX graph, by shape inference at batch 1 (needs onnx)."""
-    try:
-        import onnx
-        from onnx import numpy_helper, shape_inference
-    except ImportError:
-        # No graph reader on a device: op types are plain strings in the protobuf, so a QDQ
-        # model still shows itself; its MACs stay unknown.
-        quantized = b"DequantizeLinear" in path.read_bytes()
-        return ModelCost(None, None, "int8" if quantized else "float32")
-    model = onnx.load(str(path))
-    for dim in model.graph.input[0].type.tensor_type.shape.dim[:1]:
-        dim.dim_value = 1  # batch 1: the dynamic batch would leave every shape symbolic
-    graph = shape_inference.infer_shapes(model).graph
-    # A dimension left symbolic after fixing the input's batch at 1 is that batch: count it 1.
-    shapes = {
-        v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
-        for v in [*graph.value_info, *graph.output, *graph.input]
-    }
-    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    # In a QDQ graph a weight reaches Conv/MatMul through DequantizeLinear: follow it back.
-    dequantized = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    macs, params = 0, 0
-    matmul_outputs = {n.output[0] for n in graph.node if n.op_type == "MatMul"}
-    for node in graph.node:
-        if node.op_type == "Add" and matmul_outputs & set(node.input):
-            # tf2onnx writes a dense layer as MatMul, then Add of the bias.
-            bias = [weights.get(dequantized.get(i, i)) for i in node.input]
-            params += sum(b.size for b in bias if b is not None)
-        if node.op_type not in ("Conv", "MatMul", "Gemm"):
-            continue
-        weight = weights.get(dequantized.get(node.input[1], node.input[1]))
-        out = shapes.get(node.output[0])
-        if weight is None or not out:
-            continue
-        params += weight.size
-        if len(node.input) > 2:
-            bias = weights.get(dequantized.get(node.input[2], node.input[2]))
-            params += 0 if bias is None else bias.size
-        if node.op_type == "Conv":  # weight O×I×H×W: every output sums I·H·W products
-            macs += int(np.prod(out)) * int(np.prod(weight.shape[1:]))
-        else:  # MatMul/Gemm: every output sums K products
-            macs += int(np.prod(out)) * int(weight.shape[0])
-    quantized = any(n.op_type in ("QuantizeLinear", "MatMulInteger") for n in graph.node)
-    return ModelCost(macs, params, "int8" if quantized else "float32")
-
-
-def _keras_cost(runner) -> ModelCost:
-    """MACs from the Keras layers' own shapes; the parameter count Keras reports."""
-    macs = 0
-    for layer in runner.model.layers:
-        out = layer.output.shape
-        if layer.__class__.__name__ == "Conv2D":
-            kh, kw = layer.kernel_size
-            macs += out[1] * out[2] * out[3] * kh * kw * layer.input.shape[-1]
-        elif layer.__class__.__name__ == "Dense":
-            macs += layer.units * layer.input.shape[-1]
-    return ModelCost(int(macs), int(runner.model.count_params()), "float32")
-
-
-def model_cost(path: Path, runner) -> ModelCost:
-    """What one image costs the model in `path`, read from the model itself."""
-    path = Path(path)
-    if path.suffix == ".tflite":
-        from mnist_edge.bundle import count_macs, count_params, model_kind, read_model
-
-        info = read_model(path.read_bytes(), str(path))
-        kind = model_kind(info)
-        compute = "int8" if kind in ("int8", "uint8", "dynamic-range") else "float32"
-        return ModelCost(count_macs(info), count_params(info), compute)
-    if path.suffix == ".onnx":
-        return _onnx_cost(path)
-    return _keras_cost(runner)
-
-
-ROOFLINE_SIZE = 1024  # 1024³ MACs per call: large enough to reach the kernels' peak
-ONNX_FLOAT, ONNX_UINT8, ONNX_INT8, ONNX_INT32 = 1, 2, 3, 6  # TensorProto.DataType
-
-
-def _proto_field(number: int, payload: bytes | int) -> bytes:
-    """One protobuf field: a varint, or length-delimited bytes."""
-
-    def varint(value: int) -> bytes:
-        out = bytearray()
-        while True:
-            low, value = value & 0x7F, value >> 7
-            out.append(low | (0x80 if value else 0))
-            if not value:
-                return bytes(out)
-
-    if isinstance(payload, int):
-        return varint(number << 3) + varint(payload)
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
-def matmul_model(op: str, a_type: int, b_type: int, y_type: int, size: int) -> bytes:
-    """A one-node ONNX model, A[size×size] op B[size×size] -> Y, written as protobuf directly.
-
-    Written by hand (a few fields of onnx.proto) so that the roofline needs no onnx package and
-    runs on a device install too.
-    """
-    f = _proto_field
-
-    def value_info(name: str, elem_type: int) -> bytes:
-        dims = b"".join(f(1, f(1, size)) for _ in range(2))  # shape.dim[].dim_value
-        return f(1, name.encode()) + f(2, f(1, f(1, elem_type) + f(2, dims)))
-
-    node = f(1, b"A") + f(1, b"B") + f(2, b"Y") + f(4, op.encode())
-    graph = (
-        f(1, node)
-        + f(2, b"roofline")
-        + f(11, value_info("A", a_type))
-        + f(11, value_info("B", b_type))
-        + f(12, value_info("Y", y_type))
-    )
-    return f(1, 8) + f(7, graph) + f(8, f(1, b"") + f(2, 17))  # IR 8, opset 17
-
-
-def measure_roofline(threads: int, size: int = ROOFLINE_SIZE) -> Roofline:
-    """The MAC rate of a large float32 and int8 matrix multiply in onnxruntime, best of 10."""
-    import onnxruntime as ort
-
-    def rate(model: bytes, a: np.ndarray, b: np.ndarray) -> float:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        feed = {"A": a, "B": b}
-        for _ in range(3):
-            session.run(None, feed)
-        times = []
-        for _ in range(10):
-            t0 = time.perf_counter_ns()
-            session.run(None, feed)
-            times.append(time.perf_counter_ns() - t0)
-        # The roofline is what the machine can do: the best run, not the typical one.
-        return round(size**3 / (min(times) / 1e9) / 1e9, 2)
-
-    rng = np.random.default_rng(0)
-    f32 = rng.standard_normal((2, size, size), dtype=np.float32)
-    u8 = rng.integers(0, 255, (size, size), dtype=np.uint8)
-    i8 = rng.integers(-127, 127, (size, size), dtype=np.int8)
-    float32 = rate(matmul_model("MatMul", ONNX_FLOAT, ONNX_FLOAT, ONNX_FLOAT, size), *f32)
-    int8 = rate(matmul_model("MatMulInteger", ONNX_UINT8, ONNX_INT8, ONNX_INT32, size), u8, i8)
-    return Roofline(threads, float32, int8, size, "onnxruntime MatMul / MatMulInteger, best of 10")
-
-
-def _int_list(values, name: str) -> list[int]:
+def _positive_ints(values, name: str) -> list[int]:
     items = [values] if isinstance(values, int) else list(values)
     if not items or any(v < 1 for v in items):
         raise MnistEdgeError(f"Invalid {name} {values}: expected positive integers.")
@@ -362,7 +135,7 @@ def _int_list(values, name: str) -> list[int]:
 
 def _keras_models(artifacts: Path, runtimes: list[str] | None) -> list[Path]:
     wanted = runtimes and ({"keras", "keras-predict", "all"} & set(runtimes))
-    source = artifacts / "model.keras"
+    source = artifacts / MODEL_FILE
     return [source] if wanted and source.is_file() else []
 
 
@@ -393,8 +166,10 @@ def bench(
         runtimes = list(target_runtimes)
         if threads is None:  # an explicit thread count still wins over the preset
             threads = target_threads or os.cpu_count() or 1
-    thread_counts = _int_list(1 if threads is None else threads, "threads")
-    batches = _int_list(DEFAULT_BATCH_SIZES if batch_sizes is None else batch_sizes, "batch size")
+    thread_counts = _positive_ints(1 if threads is None else threads, "threads")
+    batches = _positive_ints(
+        DEFAULT_BATCH_SIZES if batch_sizes is None else batch_sizes, "batch size"
+    )
     if runs < 1:
         raise MnistEdgeError(f"Invalid runs {runs}: expected a positive integer.")
     if warmup < 0:
@@ -413,7 +188,9 @@ def bench(
     rows: list[BenchRow] = []
     for n in thread_counts:
         for item in loaded[n]:
-            cost = costs.setdefault(item.path, model_cost(item.path, item.runner))
+            cost = costs.setdefault(
+                item.path, model_cost(item.path, getattr(item.runner, "model", None))
+            )
             for batch in batches:
                 batch = min(batch, item.runner.max_batch or batch)
                 if any(
@@ -495,8 +272,6 @@ def _with_keras_speedups(rows: list[BenchRow]) -> list[BenchRow]:
     Same threads where Keras ran with them; TensorFlow fixes its thread pools once started, so
     in one process Keras may have run with other threads (its row says which).
     """
-    from dataclasses import replace
-
     keras = {(r.threads, r.batch_size): r.p50_us for r in rows if r.runtime == "keras"}
     by_batch = {batch: p50 for (_, batch), p50 in sorted(keras.items(), reverse=True)}
 
@@ -514,7 +289,7 @@ def _chart(rows: list[BenchRow]) -> bytes | None:
     from mnist_edge import charts
 
     try:
-        return charts.bench_chart([asdict(r) for r in rows])
+        return charts.bench_chart(rows)
     except MissingDependencyError as exc:
         log.info("No bench chart: %s", exc)
         return None
@@ -525,8 +300,6 @@ def write_bench_files(artifacts: Path, report: BenchReport, chart: bytes | None)
     import csv
     import io
 
-    from mnist_edge.files import json_bytes, write_files_atomic
-
     table = io.StringIO()
     rows = [asdict(r) for r in report.results]
     writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["artifact"])
@@ -535,5 +308,5 @@ def write_bench_files(artifacts: Path, report: BenchReport, chart: bytes | None)
     contents = {artifacts / BENCH_CSV: table.getvalue().encode()}
     if chart is not None:
         contents[artifacts / BENCH_PNG] = chart
-    contents[artifacts / BENCH_JSON] = json_bytes(asdict(report))
+    contents[artifacts / BENCH_JSON] = json_bytes(record_payload(report))
     write_files_atomic(contents)

@@ -1,12 +1,17 @@
-"""Figures for people: matplotlib charts rendered to PNG bytes, from the JSON records only."""
+"""Figures for people: matplotlib charts rendered to PNG bytes, from the typed records only."""
 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mnist_edge.data import NUM_CLASSES
 from mnist_edge.deps import require
+
+if TYPE_CHECKING:
+    from mnist_edge.records import BenchRow, EpochStats
 
 DPI = 110
 
@@ -28,14 +33,14 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves(history: list[dict]) -> bytes:
+def training_curves(history: list[EpochStats]) -> bytes:
     """Loss and accuracy per epoch, training and validation (from train.json's history)."""
     plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
+    epochs = [h.epoch for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, key, title in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
-        ax.plot(epochs, [h[key] for h in history], "o-", label="train")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], "s--", label="validation")
+        ax.plot(epochs, [getattr(h, key) for h in history], "o-", label="train")
+        ax.plot(epochs, [getattr(h, f"val_{key}") for h in history], "s--", label="validation")
         ax.set(title=title, xlabel="epoch", xticks=epochs)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -57,7 +62,13 @@ def confusion_matrices(matrices: dict[str, list[list[int]]]) -> bytes:
             if value:
                 color = "white" if i == j else "black"
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color=color)
-        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=range(10), yticks=range(10))
+        ax.set(
+            title=name,
+            xlabel="predicted",
+            ylabel="true",
+            xticks=range(NUM_CLASSES),
+            yticks=range(NUM_CLASSES),
+        )
     fig.tight_layout()
     png = _png(fig)
     plt.close(fig)
@@ -70,9 +81,14 @@ def per_class_accuracy(series: dict[str, list[float]]) -> bytes:
     fig, ax = plt.subplots(figsize=(9, 3.4))
     width = 0.8 / max(len(series), 1)
     for k, (name, values) in enumerate(series.items()):
-        ax.bar(np.arange(10) + k * width - 0.4 + width / 2, values, width, label=name)
+        ax.bar(np.arange(NUM_CLASSES) + k * width - 0.4 + width / 2, values, width, label=name)
     low = min(min(v) for v in series.values())
-    ax.set(xlabel="digit", ylabel="accuracy", xticks=range(10), ylim=(max(0.0, low - 0.01), 1.0))
+    ax.set(
+        xlabel="digit",
+        ylabel="accuracy",
+        xticks=range(NUM_CLASSES),
+        ylim=(max(0.0, low - 0.01), 1.0),
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -81,13 +97,13 @@ def per_class_accuracy(series: dict[str, list[float]]) -> bytes:
     return png
 
 
-def bench_chart(results: list[dict]) -> bytes:
+def bench_chart(results: list[BenchRow]) -> bytes:
     """Single-image p50 latency per export and runtime; throughput by batch size beside it."""
     plt = _pyplot()
     fig, (lat_ax, thr_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
     singles = {}
     for r in results:
-        singles.setdefault(f"{r['artifact']}\n{r['runtime']} ×{r['threads']}", r["p50_us"])
+        singles.setdefault(f"{r.artifact}\n{r.runtime} ×{r.threads}", r.p50_us)
     names = list(singles)
     lat_ax.barh(names, [singles[n] for n in names], color="tab:blue")
     lat_ax.set(title="Single-image latency, p50 (µs)")
@@ -96,8 +112,8 @@ def bench_chart(results: list[dict]) -> bytes:
     lat_ax.grid(axis="x", alpha=0.3)
     series: dict[str, list[tuple[int, float]]] = {}
     for r in results:
-        key = f"{r['artifact']} {r['runtime']} ×{r['threads']}"
-        series.setdefault(key, []).append((r["batch_size"], r["throughput_ips"]))
+        key = f"{r.artifact} {r.runtime} ×{r.threads}"
+        series.setdefault(key, []).append((r.batch_size, r.throughput_ips))
     for key, points in series.items():
         points = sorted(set(points))
         thr_ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=key)

@@ -13,26 +13,39 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from mnist_edge import __version__
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge import __version__, options
+from mnist_edge.artifacts import INT8_TFLITE
+from mnist_edge.errors import CheckFailed, MnistEdgeError
+
+# Exit codes, decided here only: 0 done, 1 a check ran and failed, 2 bad input or setup.
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _say(label: str, message: str) -> None:
+    # Escaped: rich would eat "[train]" in "pip install 'mnist-edge[train]'" as a tag.
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]{label}:[/bold red] {escape(message)}", markup=True, highlight=False
+    )
 
 
 class ErrorHandlingGroup(TyperGroup):
     """Turns the project's exceptions into one line on stderr and an exit code; no traceback.
 
-    Exceptions of ours mean user error (bad input, a missing file or extra), so the stack trace
-    would only hide the message. Anything else is a bug and keeps its traceback.
+    Exceptions of ours mean user error (bad input, a missing file or extra) or a failed check,
+    so the stack trace would only hide the message. Anything else is a bug and keeps its
+    traceback.
     """
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except CheckFailed as exc:
+            _say(exc.label, str(exc))
+            raise typer.Exit(EXIT_CHECK_FAILED) from None
         except MnistEdgeError as exc:
-            # Escaped: rich would eat "[train]" in "pip install 'mnist-edge[train]'" as a tag.
-            Console(stderr=True, soft_wrap=True).print(
-                f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False
-            )
-            raise typer.Exit(exc.exit_code) from None
+            _say("error", str(exc))
+            raise typer.Exit(EXIT_USAGE) from None
 
 
 app = typer.Typer(
@@ -49,26 +62,16 @@ app = typer.Typer(
 )
 
 
-class Runtime(str, Enum):
-    litert = "litert"
-    litert_ref = "litert-ref"
-    tflm = "tflm"
-    onnxruntime = "onnxruntime"
-    keras = "keras"
-    keras_predict = "keras-predict"
-    all = "all"
+def _choices(name: str, values) -> type[Enum]:
+    """A str Enum for typer from one of the library's tables (options.py), never a copy."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class Schedule(str, Enum):
-    constant = "constant"
-    cosine = "cosine"
-
-
-class OrtOptimization(str, Enum):
-    disable = "disable"
-    basic = "basic"
-    extended = "extended"
-    all = "all"
+Runtime = _choices("Runtime", [*options.RUNTIMES, "all"])
+Schedule = _choices("Schedule", options.SCHEDULES)
+OrtOptimization = _choices("OrtOptimization", options.ORT_OPTIMIZATION_LEVELS)
+OnnxCalibration = _choices("OnnxCalibration", options.ONNX_CALIBRATION_METHODS)
+Target = _choices("Target", options.BENCH_TARGETS)
 
 
 def _int_list(value: str, option: str) -> list[int]:
@@ -81,12 +84,6 @@ def _int_list(value: str, option: str) -> list[int]:
             f"{value!r}: expected positive integers like 1,2", param_hint=option
         )
     return numbers
-
-
-class OnnxCalibration(str, Enum):
-    minmax = "minmax"
-    entropy = "entropy"
-    percentile = "percentile"
 
 
 ArtifactsOption = Annotated[
@@ -133,7 +130,7 @@ RuntimeOption = Annotated[
 ThreadsOption = Annotated[
     int, typer.Option("--threads", min=1, help="Threads for every engine (1 = a small device).")
 ]
-DEFAULT_ARTIFACTS = Path("artifacts")
+DEFAULT_ARTIFACTS = options.DEFAULT_ARTIFACTS
 
 
 def _version(value: bool) -> None:
@@ -158,7 +155,7 @@ def main_options(
 
 def _emit(result, table_builder, as_json: bool) -> None:
     if as_json:
-        from mnist_edge.report import to_json
+        from mnist_edge.render import to_json
 
         typer.echo(to_json(result))
     else:
@@ -176,7 +173,7 @@ def data(data: DataOption = None, as_json: JsonOption = False) -> None:
     Example: `mnist-edge data` or `mnist-edge data --data ~/mnist --json`
     """
     from mnist_edge.data import load_mnist, summarize
-    from mnist_edge.report import data_table
+    from mnist_edge.render import data_table
 
     _emit(summarize(load_mnist(data)), data_table, as_json)
 
@@ -197,7 +194,7 @@ def predict(
         typer.Option(
             "--model", "-m", help="Any export (.tflite, .onnx) or model.keras.", dir_okay=False
         ),
-    ] = DEFAULT_ARTIFACTS / "model_int8.tflite",
+    ] = DEFAULT_ARTIFACTS / INT8_TFLITE,
     runtime: Annotated[
         Runtime | None,
         typer.Option(
@@ -212,35 +209,37 @@ def predict(
     centered by mass in 28×28). Example: `mnist-edge predict digits/ scan.jpg -m model.onnx`
     """
     from mnist_edge.predict import predict as predict_digits
-    from mnist_edge.report import predict_table
+    from mnist_edge.render import predict_table
 
     result = predict_digits(paths, model=model, runtime=runtime.value if runtime else None)
     _emit(result, predict_table, as_json)
     if not result:
         skipped = result.skipped
-        Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]skipped {len(skipped)} of {len(result.predictions)}:[/bold red] "
-            + escape("; ".join(f"{p.file}: {p.error}" for p in skipped)),
-            highlight=False,
+        raise CheckFailed(
+            "; ".join(f"{p.file}: {p.error}" for p in skipped),
+            label=f"skipped {len(skipped)} of {len(result.predictions)}",
         )
-        raise typer.Exit(1)
 
 
 @app.command()
 def train(
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 5,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 128,
-    seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling).")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = options.DEFAULT_EPOCHS,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Batch size.")
+    ] = options.DEFAULT_BATCH_SIZE,
+    seed: Annotated[
+        int, typer.Option(help="Random seed (weights, shuffling).")
+    ] = options.DEFAULT_SEED,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Use only the first N training images.")
     ] = None,
     learning_rate: Annotated[
         float, typer.Option(help="Adam's (initial) learning rate, above 0.")
-    ] = 1e-3,
+    ] = options.DEFAULT_LEARNING_RATE,
     schedule: Annotated[
         Schedule,
         typer.Option(help="constant (the seed's) or cosine (decays to zero over the run)."),
-    ] = "constant",
+    ] = options.SCHEDULES[0],
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     data: DataOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model.keras.")] = False,
@@ -253,7 +252,7 @@ def train(
     `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
     """
     from mnist_edge.model import train as train_model
-    from mnist_edge.report import epoch_line, train_table
+    from mnist_edge.render import epoch_line, train_table
 
     result = train_model(
         data,
@@ -288,10 +287,10 @@ def export(
     ] = False,
     calibration_size: Annotated[
         int, typer.Option(min=1, help="Training images that calibrate the int8 ranges.")
-    ] = 500,
+    ] = options.DEFAULT_CALIBRATION_SIZE,
     onnx_calibration: Annotated[
         OnnxCalibration, typer.Option(help="Calibration method of the ONNX int8 export.")
-    ] = "minmax",
+    ] = options.ONNX_CALIBRATION_METHODS[0],
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     data: DataOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing exports.")] = False,
@@ -303,7 +302,7 @@ def export(
     Examples: `mnist-edge export --int8` or `mnist-edge export --formats all --overwrite`
     """
     from mnist_edge.export import export as export_model
-    from mnist_edge.report import export_table
+    from mnist_edge.render import export_table
 
     result = export_model(
         artifacts,
@@ -324,7 +323,7 @@ def verify(
     runtime: RuntimeOption = None,
     tolerance: Annotated[
         float, typer.Option(min=0.0, help="Largest accuracy drop below Keras allowed, in pp.")
-    ] = 0.5,
+    ] = options.DEFAULT_TOLERANCE_PP,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Use only the first N test images.")
     ] = None,
@@ -337,7 +336,7 @@ def verify(
     Examples: `mnist-edge verify` or
     `mnist-edge verify -m artifacts/model_int8.tflite -r all --json`
     """
-    from mnist_edge.report import verify_table
+    from mnist_edge.render import verify_table
     from mnist_edge.verify import verify as verify_exports
 
     report = verify_exports(
@@ -351,17 +350,7 @@ def verify(
     )
     _emit(report, verify_table, as_json)
     if not report:
-        Console(stderr=True, soft_wrap=True).print(
-            "[bold red]verify failed:[/bold red] " + escape("; ".join(report.failures)),
-            highlight=False,
-        )
-        raise typer.Exit(1)
-
-
-class Target(str, Enum):
-    cpu = "cpu"
-    embedded = "embedded"
-    mcu = "mcu"
+        raise CheckFailed("; ".join(report.failures), label="verify failed")
 
 
 @app.command()
@@ -379,8 +368,10 @@ def bench(
             "`mcu` = tflm, with its arena and flash.",
         ),
     ] = None,
-    runs: Annotated[int, typer.Option(min=1, help="Timed runs per row.")] = 1000,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs before timing.")] = 50,
+    runs: Annotated[int, typer.Option(min=1, help="Timed runs per row.")] = options.DEFAULT_RUNS,
+    warmup: Annotated[
+        int, typer.Option(min=0, help="Untimed runs before timing.")
+    ] = options.DEFAULT_WARMUP,
     threads: Annotated[
         str | None,
         typer.Option(
@@ -393,7 +384,7 @@ def bench(
         typer.Option(
             "--batch-sizes", "--batch-size", help="Batch sizes, comma-separated (1 = one image)."
         ),
-    ] = "1,64",
+    ] = ",".join(map(str, options.DEFAULT_BATCH_SIZES)),
     xnnpack: Annotated[
         bool,
         typer.Option(
@@ -403,7 +394,7 @@ def bench(
     ] = True,
     ort_optimization: Annotated[
         OrtOptimization, typer.Option(help="onnxruntime graph optimization level.")
-    ] = "all",
+    ] = options.ORT_OPTIMIZATION_LEVELS[-1],
     roofline: Annotated[
         bool, typer.Option(help="Measure the matrix-multiply roofline (needs onnx, [train]).")
     ] = True,
@@ -418,7 +409,7 @@ def bench(
     `mnist-edge bench -r all --threads 1,2 --batch-sizes 1,64`, `mnist-edge bench --target mcu`
     """
     from mnist_edge.bench import bench as bench_exports
-    from mnist_edge.report import bench_table
+    from mnist_edge.render import bench_table
 
     report = bench_exports(
         artifacts,
@@ -458,10 +449,10 @@ def bundle(
     ] = None,
     golden: Annotated[
         int, typer.Option(min=1, max=10000, help="Test images whose TFLM outputs become golden.")
-    ] = 10,
+    ] = options.DEFAULT_GOLDEN,
     c_name: Annotated[
         str, typer.Option("--c-name", help="C name of the model array (its length: NAME_len).")
-    ] = "g_model",
+    ] = options.DEFAULT_C_NAME,
     max_arena: Annotated[
         int | None,
         typer.Option("--max-arena", min=1, help="Exit 1 if TFLM needs a larger arena (bytes)."),
@@ -479,7 +470,7 @@ def bundle(
     Example: `mnist-edge bundle --max-arena 65536 --max-flash 131072 --out fw/model`
     """
     from mnist_edge.bundle import bundle as make_bundle
-    from mnist_edge.report import bundle_table
+    from mnist_edge.render import bundle_table
 
     result = make_bundle(
         artifacts,
@@ -502,7 +493,8 @@ def report(artifacts: ArtifactsOption = DEFAULT_ARTIFACTS, as_json: JsonOption =
     Training curves, exports and sizes, the verify table, confusion matrices of Keras and the
     int8 model, per-class accuracy, the bench chart and table. Example: `mnist-edge report`
     """
-    from mnist_edge.report import build_report, report_table
+    from mnist_edge.render import report_table
+    from mnist_edge.report import build_report
 
     _emit(build_report(artifacts), report_table, as_json)
 

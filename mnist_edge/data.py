@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 ROWS = COLS = 28
+IMAGE_SHAPE = (ROWS, COLS, 1)  # the model's input, one grayscale channel
 NUM_CLASSES = 10
 
 

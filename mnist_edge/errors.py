@@ -2,9 +2,7 @@
 
 
 class MnistEdgeError(Exception):
-    """A user-facing error: bad input, a missing file or dependency. The CLI exits 2."""
-
-    exit_code = 2
+    """A user-facing error: bad input, a missing file or dependency (the CLI exits 2)."""
 
 
 class DataError(MnistEdgeError):
@@ -20,6 +18,17 @@ class MissingDependencyError(MnistEdgeError):
 
 
 class CheckFailed(MnistEdgeError):
-    """A check ran and failed (an export outside tolerance). The CLI exits 1."""
+    """A check ran and failed: an export out of tolerance, a model over budget (the CLI exits 1).
 
-    exit_code = 1
+    `label` starts the line the CLI prints ("error", "verify failed", "skipped 1 of 6").
+    """
+
+    def __init__(self, message: str, label: str = "error"):
+        super().__init__(message)
+        self.label = label
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type), for a one-line error."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -6,12 +6,20 @@ import io
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import IDX_FILES, Mnist, ensure_mnist, to_float
+from mnist_edge.artifacts import (
+    EXPORT_FILES,
+    EXPORT_JSON,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    library_versions,
+    record_payload,
+)
+from mnist_edge.data import IDX_FILES, IMAGE_SHAPE, Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import (
@@ -23,17 +31,18 @@ from mnist_edge.files import (
     stdout_to_stderr,
     write_files_atomic,
 )
-from mnist_edge.model import INPUT_SHAPE, MODEL_FILE, library_versions, load_keras_model
+from mnist_edge.model import keras_probabilities, load_keras_model
+from mnist_edge.options import (
+    DEFAULT_CALIBRATION_SIZE,
+    DEFAULT_FORMATS,
+    ONNX_CALIBRATION_METHODS,
+)
+from mnist_edge.records import Calibration, ExportedFile, ExportResult
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FILE = "reference.npz"
-EXPORT_JSON = "export.json"
 ONNX_OPSET = 17
 ONNX_INPUT_NAME = "image"
-DEFAULT_CALIBRATION_SIZE = 500
-ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-KERAS_BATCH = 1000
 TRAIN_IMAGES = IDX_FILES["y_train"].count
 
 
@@ -42,84 +51,36 @@ class ExportFormat:
     """An export format: its file name and what it holds."""
 
     name: str
-    file: str
     description: str
     calibrated: bool = False
+
+    @property
+    def file(self) -> str:
+        return EXPORT_FILES[self.name]
 
 
 FORMATS = {
     f.name: f
     for f in (
-        ExportFormat("tflite-float32", "model_float32.tflite", "TFLite, float32"),
-        ExportFormat("tflite-float16", "model_float16.tflite", "TFLite, float16 weights"),
+        ExportFormat("tflite-float32", "TFLite, float32"),
+        ExportFormat("tflite-float16", "TFLite, float16 weights"),
         ExportFormat(
             "tflite-dynamic",
-            "model_dynamic.tflite",
             "TFLite, dynamic range: int8 weights, float activations",
         ),
         ExportFormat(
             "tflite-int8",
-            "model_int8.tflite",
             "TFLite, full integer: int8 weights (per channel), activations and I/O",
             calibrated=True,
         ),
-        ExportFormat("onnx-float32", "model.onnx", "ONNX, float32 (tf2onnx)"),
+        ExportFormat("onnx-float32", "ONNX, float32 (tf2onnx)"),
         ExportFormat(
             "onnx-int8",
-            "model_int8.onnx",
             "ONNX, int8 QDQ (onnxruntime static quantization, per channel), float I/O",
             calibrated=True,
         ),
     )
 }
-DEFAULT_FORMATS = ("tflite-float32", "onnx-float32")
-INT8_TFLITE = FORMATS["tflite-int8"].file
-
-
-@dataclass(frozen=True)
-class ExportedFile:
-    """One file written by export."""
-
-    name: str
-    format: str
-    description: str
-    bytes: int
-    sha256: str
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How the quantized formats were calibrated."""
-
-    images: int
-    source: str
-    onnx_method: str
-    per_channel: bool = True
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What export wrote, and how."""
-
-    source: str
-    source_sha256: str
-    files: list[ExportedFile]
-    calibration: Calibration | None
-    onnx_opset: int
-    keras_test_accuracy: float
-    data_sha256: dict[str, str]
-    versions: dict[str, str]
-
-
-def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
-    """Softmax outputs of a Keras model on uint8 images, in batches (direct call, no fit loop)."""
-    x = to_float(images)
-    chunks = [
-        np.asarray(model(x[i : i + KERAS_BATCH], training=False))
-        for i in range(0, len(x), KERAS_BATCH)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def _tflite_converter(model):
@@ -170,7 +131,7 @@ def convert_onnx(model, opset: int = ONNX_OPSET) -> bytes:
     """ONNX through tf2onnx.from_function (from_keras does not take Keras 3 models)."""
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
-    signature = [tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=ONNX_INPUT_NAME)]
+    signature = [tf.TensorSpec((None, *IMAGE_SHAPE), tf.float32, name=ONNX_INPUT_NAME)]
     function = tf.function(lambda image: model(image, training=False), input_signature=signature)
     model_proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     return model_proto.SerializeToString()
@@ -340,7 +301,7 @@ def export(
         versions=library_versions("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"),
     )
     contents[artifacts / REFERENCE_FILE] = reference.getvalue()
-    contents[artifacts / EXPORT_JSON] = json_bytes(asdict(result))
+    contents[artifacts / EXPORT_JSON] = json_bytes(record_payload(result))
     # All files in one step: a full disk or Ctrl-C leaves the previous export whole.
     write_files_atomic(contents)
     return result

@@ -14,6 +14,14 @@ from typing import Any
 from mnist_edge.errors import MnistEdgeError
 
 
+def cache_dir() -> Path:
+    """The product's cache (firmware sources and builds, proof environments):
+    $MNIST_EDGE_CACHE, else ~/.cache/mnist-edge. MNIST itself may live elsewhere
+    ($MNIST_EDGE_DATA, see data.default_cache_dir)."""
+    env = os.environ.get("MNIST_EDGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "mnist-edge"
+
+
 def sha256_bytes(data: bytes) -> str:
     """SHA-256 hex digest of a byte string."""
     return hashlib.sha256(data).hexdigest()

@@ -3,75 +3,32 @@
 from __future__ import annotations
 
 import logging
-import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import Mnist, ensure_mnist, to_float
+from mnist_edge.artifacts import MODEL_FILE, TRAIN_JSON, library_versions, record_payload
+from mnist_edge.data import IMAGE_SHAPE, Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import json_bytes, prepare_output_dir, refuse_overwrite, write_files_atomic
+from mnist_edge.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_SEED,
+    SCHEDULES,
+)
+from mnist_edge.records import EpochStats, TrainResult
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-TRAIN_JSON = "train.json"
-INPUT_SHAPE = (28, 28, 1)
+KERAS_BATCH = 1000
 NUM_PARAMS = 93_322  # the seed architecture's parameter count
 VALIDATION_SPLIT = 0.1  # the seed's held-out share (Keras takes the last 10% of the data)
-# "constant" is the seed's Adam at 1e-3; "cosine" decays the rate to zero over the run.
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """Loss and accuracy of one epoch, train and validation."""
-
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What `train` did and measured; written as train.json."""
-
-    model_path: str
-    epochs: int
-    batch_size: int
-    seed: int
-    limit: int | None
-    train_images: int
-    seconds: float
-    history: list[EpochStats]
-    test_accuracy: float
-    test_loss: float
-    params: int
-    data_source: str
-    data_sha256: dict[str, str]
-    learning_rate: float = 1e-3
-    schedule: str = "constant"
-    versions: dict[str, str] = field(default_factory=dict)
-
-
-def library_versions(*names: str) -> dict[str, str]:
-    """Installed versions of the given distributions (and Python), for the records."""
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def build_model():
@@ -80,7 +37,7 @@ def build_model():
     layers = keras.layers
     return keras.Sequential(
         [
-            keras.Input(shape=INPUT_SHAPE, name="image"),
+            keras.Input(shape=IMAGE_SHAPE, name="image"),
             layers.Conv2D(32, (3, 3), activation="relu"),
             layers.MaxPooling2D((2, 2)),
             layers.Conv2D(64, (3, 3), activation="relu"),
@@ -109,9 +66,19 @@ def load_keras_model(path: Path):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: cannot load the Keras model ({first[:200]}).") from None
     shape = tuple(model.input_shape[1:])
-    if shape != INPUT_SHAPE:
-        raise ModelError(f"{path}: model input shape is {shape}; expected {INPUT_SHAPE}.")
+    if shape != IMAGE_SHAPE:
+        raise ModelError(f"{path}: model input shape is {shape}; expected {IMAGE_SHAPE}.")
     return model
+
+
+def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
+    """Softmax outputs of a Keras model on uint8 images, in batches (direct call, no fit loop)."""
+    x = to_float(images)
+    chunks = [
+        np.asarray(model(x[i : i + KERAS_BATCH], training=False))
+        for i in range(0, len(x), KERAS_BATCH)
+    ]
+    return np.concatenate(chunks).astype(np.float32)
 
 
 def _seed_everything(seed: int) -> None:
@@ -126,11 +93,11 @@ def train(
     data: Mnist | Path | None,
     artifacts: Path,
     *,
-    epochs: int = 5,
-    batch_size: int = 128,
-    seed: int = 0,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = DEFAULT_SEED,
     limit: int | None = None,
-    learning_rate: float = 1e-3,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
     schedule: str = "constant",
     overwrite: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
@@ -227,6 +194,6 @@ def train(
         versions=library_versions("tensorflow", "keras", "numpy"),
     )
     write_files_atomic(
-        {model_path: model_bytes, artifacts / TRAIN_JSON: json_bytes(asdict(result))}
+        {model_path: model_bytes, artifacts / TRAIN_JSON: json_bytes(record_payload(result))}
     )
     return result

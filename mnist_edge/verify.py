@@ -7,147 +7,32 @@ second; every failure is collected, and the caller fails once with the whole lis
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import NUM_CLASSES, Mnist, ensure_mnist, to_float
+from mnist_edge.artifacts import (
+    MODEL_FILE,
+    REFERENCE_FILE,
+    VERIFY_JSON,
+    record_payload,
+    resolve_exports,
+)
+from mnist_edge.compare import (
+    DEFAULT_TOLERANCE_PP,
+    compare,
+    confusion_matrix,
+    cross_agreement,
+    disagreements,
+    per_class_accuracy,
+)
+from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
-from mnist_edge.export import REFERENCE_FILE, keras_probabilities
 from mnist_edge.files import sha256_file, write_json
-from mnist_edge.model import MODEL_FILE, load_keras_model
+from mnist_edge.records import Reference, VerifyReport, VerifyRow
 from mnist_edge.runtimes import open_runners
 
 log = logging.getLogger(__name__)
-
-VERIFY_JSON = "verify.json"
-EXPORT_SUFFIXES = (".tflite", ".onnx")
-# Tolerances: one table, named. Accuracy may fall at most this many percentage points below Keras.
-DEFAULT_TOLERANCE_PP = 0.5
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The Keras model's own accuracy: the figure every export is held to."""
-
-    artifact: str
-    runtime: str
-    accuracy: float
-    source: str  # "recorded" (reference.npz written by export) or "live" (Keras run now)
-    per_class_accuracy: list[float]
-    confusion: list[list[int]]
-
-
-@dataclass(frozen=True)
-class Disagreement:
-    """A test image on which an export's class differs from Keras'."""
-
-    index: int
-    label: int
-    keras: int
-    export: int
-
-
-@dataclass(frozen=True)
-class VerifyRow:
-    """One export on one runtime, against Keras: the task metric first, output error second."""
-
-    artifact: str
-    runtime: str
-    kernels: str
-    sha256: str  # of the export verified: later tools reuse a row only for these bytes
-    accuracy: float
-    delta_pp: float
-    agreement: float
-    max_abs_diff: float
-    mean_abs_diff: float
-    cosine_similarity: float
-    l2_relative_error: float
-    passed: bool
-    per_class_accuracy: list[float]
-    confusion: list[list[int]]
-    disagreements: list[Disagreement]
-
-
-@dataclass(frozen=True)
-class CrossAgreement:
-    """Pairwise agreement of predicted classes between every two models (Keras first)."""
-
-    models: list[str]
-    matrix: list[list[float]]
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """Every export's parity with Keras; true when all passed."""
-
-    reference: Reference
-    results: list[VerifyRow]
-    cross_agreement: CrossAgreement
-    images: int
-    tolerance_pp: float
-    failures: list[str]
-
-    def __bool__(self) -> bool:
-        return not self.failures
-
-
-def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """10×10 counts: row = true label, column = predicted class."""
-    flat = labels.astype(np.int64) * NUM_CLASSES + predicted.astype(np.int64)
-    return np.bincount(flat, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
-
-
-def per_class_accuracy(confusion: np.ndarray) -> list[float]:
-    """Recall of each class from a confusion matrix (0 for a class absent from the labels)."""
-    totals = confusion.sum(axis=1)
-    return [
-        round(float(confusion[c, c] / totals[c]), 6) if totals[c] else 0.0
-        for c in range(NUM_CLASSES)
-    ]
-
-
-def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, agreement with the reference's classes, and output error (numpy only).
-
-    Output error is of the kind STM32Cube.AI's validation reports: mean cosine similarity of the
-    probability vectors, mean and max absolute error, and the L2 relative error ||P-R|| / ||R||.
-    """
-    predicted = probabilities.argmax(axis=1)
-    p = probabilities.astype(np.float64)
-    r = reference.astype(np.float64)
-    diff = np.abs(p - r)
-    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(r, axis=1)
-    cosine = np.sum(p * r, axis=1) / np.where(norms == 0, 1.0, norms)
-    return {
-        "accuracy": float(np.mean(predicted == labels)),
-        "agreement": float(np.mean(predicted == reference.argmax(axis=1))),
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-        "cosine_similarity": float(cosine.mean()),
-        "l2_relative_error": float(np.linalg.norm(p - r) / max(np.linalg.norm(r), 1e-12)),
-    }
-
-
-def disagreements(
-    reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
-) -> list[Disagreement]:
-    """Every test image on which the export's class differs from the reference's."""
-    keras, export = reference.argmax(axis=1), probabilities.argmax(axis=1)
-    return [
-        Disagreement(int(i), int(labels[i]), int(keras[i]), int(export[i]))
-        for i in np.flatnonzero(keras != export)
-    ]
-
-
-def cross_agreement(predictions: dict[str, np.ndarray]) -> CrossAgreement:
-    """Share of images on which each pair of models predicts the same class."""
-    names = list(predictions)
-    matrix = [
-        [round(float(np.mean(predictions[a] == predictions[b])), 6) for b in names] for a in names
-    ]
-    return CrossAgreement(names, matrix)
 
 
 def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarray, str]:
@@ -171,6 +56,8 @@ def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarra
             f"{artifacts}: neither {MODEL_FILE} nor a current {REFERENCE_FILE}; "
             "run `mnist-edge train` and `mnist-edge export` first."
         )
+    from mnist_edge.model import keras_probabilities, load_keras_model
+
     try:
         model = load_keras_model(model_path)
     except MissingDependencyError as exc:
@@ -180,24 +67,6 @@ def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarra
             f"match {MODEL_FILE}); copy it beside the exports, or run Keras: {exc}"
         ) from None
     return keras_probabilities(model, mnist.x_test[:count]), "live"
-
-
-def find_exports(artifacts: Path) -> list[Path]:
-    """The export files in an artifacts folder, sorted by name."""
-    return sorted(p for p in Path(artifacts).iterdir() if p.suffix in EXPORT_SUFFIXES)
-
-
-def resolve_exports(
-    artifacts: Path, models: list[Path] | None, also: tuple[Path, ...] | list[Path] = ()
-) -> list[Path]:
-    """The files to run: `models` if given, else every export in the folder; then `also`."""
-    if not Path(artifacts).is_dir():
-        raise MnistEdgeError(f"{artifacts}: no such artifacts folder.")
-    exports = list(models) if models else find_exports(artifacts)
-    exports += [path for path in also if path not in exports]
-    if not exports:
-        raise MnistEdgeError(f"{artifacts}: no .tflite or .onnx exports; run `mnist-edge export`.")
-    return exports
 
 
 def verify(
@@ -269,5 +138,5 @@ def verify(
     report = VerifyReport(
         reference, rows, cross_agreement(predictions), count, tolerance_pp, failures
     )
-    write_json(artifacts / VERIFY_JSON, asdict(report))
+    write_json(artifacts / VERIFY_JSON, record_payload(report))
     return report

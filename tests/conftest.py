@@ -1,13 +1,47 @@
-"""Shared fixtures: the real MNIST, and one small seeded model trained and exported once."""
+"""Shared fixtures: the real MNIST, and one small seeded model trained and exported once.
+
+The suite is hermetic: before anything of ours (or Keras, matplotlib, pip, npm) reads its
+settings, every cache points into `.test-cache/` inside the checkout (git-ignored, reused
+between runs), so the tests write nothing under the user's home. MNIST comes from
+$MNIST_EDGE_DATA when it is set (either source: Keras' mnist.npz or the four IDX files), else it
+is fetched once into `.test-cache/mnist`.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
 from pathlib import Path
 
-import pytest
+REPO = Path(__file__).resolve().parents[1]
+TEST_CACHE = REPO / ".test-cache"
+os.environ.setdefault("MNIST_EDGE_DATA", str(TEST_CACHE / "mnist"))
+# The product's own cache (firmware builds, proof environments): the tests' copy, never ~.
+os.environ["MNIST_EDGE_CACHE"] = str(TEST_CACHE / "cache")
+for variable, folder in (
+    ("KERAS_HOME", "keras"),
+    ("MPLCONFIGDIR", "matplotlib"),
+    ("XDG_CACHE_HOME", "xdg"),
+    ("PIP_CACHE_DIR", "pip"),
+    ("npm_config_cache", "npm"),
+):
+    os.environ[variable] = str(TEST_CACHE / folder)
 
-from mnist_edge.data import IDX_FILES, Mnist, default_cache_dir, load_mnist
+import pytest  # noqa: E402
+
+from mnist_edge.data import IDX_FILES, IMAGE_MAGIC, Mnist, load_mnist  # noqa: E402
+
+# Fixtures that train or export a model: a test using one (directly or through another fixture)
+# is marked slow automatically, so `pytest -m "not slow"` really trains nothing.
+SLOW_FIXTURES = {"trained", "exported", "exported_all"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 # A quick but real run: the first 10,000 training images, 2 epochs (about 5 s on 2 cores).
 QUICK_LIMIT = 10_000
@@ -23,11 +57,27 @@ def mnist() -> Mnist:
 
 
 @pytest.fixture(scope="session")
-def idx_folder(mnist: Mnist) -> Path:
-    """The cached folder holding the four raw IDX files."""
-    folder = default_cache_dir()
-    assert all((folder / spec.name).is_file() for spec in IDX_FILES.values()), folder
+def digit(mnist: Mnist):
+    """One real MNIST digit, uint8 28×28: test image 0, a 7."""
+    return mnist.x_test[0]
+
+
+def write_idx(folder: Path, mnist: Mnist) -> Path:
+    """The four raw IDX files of a loaded MNIST, written as LeCun published them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, spec in IDX_FILES.items():
+        array = getattr(mnist, key)
+        dims = array.shape if spec.magic == IMAGE_MAGIC else (len(array),)
+        header = struct.pack(f">I{len(dims)}I", spec.magic, *dims)
+        (folder / spec.name).write_bytes(header + array.astype("uint8").tobytes())
     return folder
+
+
+@pytest.fixture(scope="session")
+def idx_folder(mnist: Mnist, tmp_path_factory) -> Path:
+    """A folder with the four raw IDX files, built from the loaded arrays (whichever source,
+    Keras' npz or the npm IDX files, filled the cache: the bytes are the same)."""
+    return write_idx(tmp_path_factory.mktemp("idx"), mnist)
 
 
 @pytest.fixture(scope="session")

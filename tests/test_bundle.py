@@ -20,19 +20,19 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mnist_edge.bundle import (
-    MANIFEST,
-    TFLITE_RUNTIME_VERSION,
-    bundle,
-    measure_arena,
-    run_in_tflite_runtime,
-    tflite_runtime_python,
-)
+from mnist_edge.arena import measure_arena
+from mnist_edge.artifacts import MANIFEST
+from mnist_edge.bundle import bundle
 from mnist_edge.cli import app
 from mnist_edge.data import to_float
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.files import sha256_file
 from mnist_edge.runtimes import LiteRTRunner, quantize
+from mnist_edge.runtimes.legacy_runner import (
+    TFLITE_RUNTIME_VERSION,
+    run_in_tflite_runtime,
+    tflite_runtime_python,
+)
 from tests.conftest import snapshot
 
 pytest.importorskip("tflite_micro")

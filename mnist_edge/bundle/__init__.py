@@ -1,0 +1,325 @@
+"""Ship to devices: the folder a firmware or app engineer takes away, checked on TFLM itself.
+
+The bundle holds the .tflite, the same bytes as a C array for TensorFlow Lite Micro (TFLM), golden
+vectors computed by TFLM's reference kernels (never XNNPACK, whose int8 rounding differs), and a
+manifest with what a device needs to know before flashing: the tensor-arena size (measured), the
+op resolver, the operator versions and the oldest runtime that loads them. The parts: `golden`
+(the vectors), `csource` and `readme` (the files, from `templates/`), `compat` (which runtimes
+take the model); the arena is measured by `mnist_edge.arena`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge import __version__
+from mnist_edge.arena import measure_arena
+from mnist_edge.artifacts import (
+    BUNDLE_DIR,
+    INT8_TFLITE,
+    MANIFEST,
+    VERIFY_JSON,
+    library_versions,
+    load_record,
+    record_payload,
+)
+from mnist_edge.bundle.compat import export_compat, prove_runtimes
+from mnist_edge.bundle.csource import golden_data_files, model_data_files
+from mnist_edge.bundle.golden import GOLDEN_FILE, GoldenVectors, golden_vectors
+from mnist_edge.bundle.readme import bundle_readme
+from mnist_edge.compare import accuracy as top1
+from mnist_edge.compare import bit_agreement
+from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES, Mnist, ensure_mnist, to_float
+from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
+from mnist_edge.files import (
+    json_bytes,
+    prepare_output_dir,
+    refuse_overwrite,
+    sha256_bytes,
+    sha256_file,
+    write_files_atomic,
+)
+from mnist_edge.model_info import (
+    ModelInfo,
+    count_macs,
+    count_params,
+    min_runtime,
+    model_kind,
+    op_uses,
+    read_tflite,
+    tensor_spec,
+    tflm_refusal,
+)
+from mnist_edge.options import DEFAULT_C_NAME, DEFAULT_GOLDEN
+from mnist_edge.records import BundleFile, BundleResult, RuntimeAccuracy, VerifyRow
+from mnist_edge.runtimes import RUNTIMES, TensorSpec, open_runner, quantize
+from mnist_edge.runtimes.tflm_runner import TFLMRunner
+from mnist_edge.verify import load_reference
+
+log = logging.getLogger(__name__)
+
+LABELS = [str(digit) for digit in range(NUM_CLASSES)]
+TEST_IMAGES = 10_000
+C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def check_budgets(
+    name: str, flash: int, arena: int, max_flash: int | None, max_arena: int | None
+) -> None:
+    """Raise CheckFailed naming every budget the model exceeds, and by how much, in one line."""
+    over = []
+    if max_flash is not None and flash > max_flash:
+        over.append(
+            f"flash: {name} is {flash:,} bytes (the model's bytes; code not counted), "
+            f"{flash - max_flash:,} over --max-flash {max_flash:,}"
+        )
+    if max_arena is not None and arena > max_arena:
+        over.append(
+            f"arena: TFLM needs {arena:,} bytes of tensor arena, "
+            f"{arena - max_arena:,} over --max-arena {max_arena:,}"
+        )
+    if over:
+        raise CheckFailed("Does not fit: " + "; ".join(over) + ".")
+
+
+def _preprocessing(spec: TensorSpec) -> dict[str, object]:
+    steps = ["x = pixel / 255.0 as float32 (28×28 grayscale, uint8, white digit on black)"]
+    result: dict[str, object] = {"input": "MNIST-style 28×28 grayscale image, N×28×28×1"}
+    if spec.quantized:
+        steps.append(
+            "q = clamp(round_half_away_from_zero(x / scale) + zero_point, -128, 127) as int8"
+        )
+        pixels = np.arange(256, dtype=np.float32)
+        q = quantize(pixels / np.float32(255.0), spec).astype(np.int32)
+        shift = int(q[0])
+        # A device can skip the float math when the quantization is an exact shift (checked).
+        if np.array_equal(q, np.arange(256) + shift):
+            result["int8_shortcut"] = f"q = pixel {'-' if shift < 0 else '+'} {abs(shift)}"
+    result["steps"] = steps
+    result["scale"] = spec.scale
+    result["zero_point"] = spec.zero_point
+    return result
+
+
+def _verify_rows(artifacts: Path, model: Path) -> tuple[dict[str, VerifyRow], float | None]:
+    """This model's rows in a verify.json over the full test set, if verify ran on these bytes."""
+    if model.parent.resolve() != artifacts.resolve():
+        return {}, None
+    try:
+        record = load_record(artifacts, "verify")
+    except MnistEdgeError:
+        return {}, None  # an unreadable record is only a missed shortcut: measure instead
+    if record is None or record.images != TEST_IMAGES:
+        return {}, None
+    digest = sha256_file(model)
+    # A row counts only for the very bytes it verified (an earlier model of the same name
+    # does not): verify records each export's SHA-256.
+    rows = {r.runtime: r for r in record.results if r.artifact == model.name and r.sha256 == digest}
+    return rows, record.reference.accuracy
+
+
+def _check_model(model: Path) -> tuple[bytes, ModelInfo, str]:
+    """The model's bytes, parsed, and its kind; ModelError for anything TFLM cannot take."""
+    if not model.is_file():
+        raise ModelError(
+            f"{model}: no such model file; run `mnist-edge export --int8` or pass --model."
+        )
+    if model.suffix != ".tflite":
+        raise ModelError(f"{model}: expected a .tflite model (TFLM runs TFLite flatbuffers).")
+    data, info = read_tflite(model)
+    kind = model_kind(info)
+    refusal = tflm_refusal(info, kind)
+    if refusal:
+        raise ModelError(
+            f"{model}: {refusal}, so it cannot go to a microcontroller. Bundle the full-integer "
+            "model instead (mnist-edge export --int8 writes model_int8.tflite)."
+        )
+    spec_in, spec_out = tensor_spec(info, info.inputs[0]), tensor_spec(info, info.outputs[0])
+    if spec_in.shape[1:] != IMAGE_SHAPE or spec_out.shape[1:] != (NUM_CLASSES,):
+        raise ModelError(
+            f"{model}: input {spec_in.shape}, output {spec_out.shape}; expected "
+            f"(N, {', '.join(map(str, IMAGE_SHAPE))}) and (N, {NUM_CLASSES})."
+        )
+    return data, info, kind
+
+
+def _measure_accuracy(
+    model: Path, artifacts: Path, mnist: Mnist, q: np.ndarray, tflm: TFLMRunner, golden: int
+) -> tuple[dict[str, np.ndarray], list[RuntimeAccuracy], float | None]:
+    """Raw outputs (TFLM's at least for the golden images) and the test accuracy per runtime.
+
+    A current verify.json that already ran TFLM on the full test set is reused; otherwise TFLM,
+    litert-ref and litert all run here, so their agreement can be stated too.
+    """
+    labels = mnist.y_test
+    rows, keras_accuracy = _verify_rows(artifacts, model)
+    outputs: dict[str, np.ndarray] = {}
+    if "tflm" in rows:
+        outputs["tflm"] = tflm.predict_raw(q[:golden])
+    else:
+        log.info("Running TFLM on the %d test images (reference kernels, one at a time)", len(q))
+        started = time.perf_counter()
+        outputs["tflm"] = tflm.predict_raw(q)
+        log.info("TFLM took %.1f s", time.perf_counter() - started)
+        for runtime in ("litert-ref", "litert"):
+            outputs[runtime] = open_runner(model, runtime).predict_raw(q, batch=1000)
+    if keras_accuracy is None:
+        try:
+            reference, _ = load_reference(artifacts, mnist, len(labels))
+            keras_accuracy = top1(reference, labels)
+        except MnistEdgeError:
+            keras_accuracy = None  # bundling a model without its Keras source is allowed
+    accuracy = []
+    for runtime in ("tflm", "litert-ref", "litert"):
+        if runtime in outputs and len(outputs[runtime]) == len(labels):
+            # Dequantizing is monotonic, so the raw outputs' argmax is the class.
+            measured = top1(outputs[runtime], labels)
+            accuracy.append(
+                RuntimeAccuracy(runtime, RUNTIMES[runtime][1], measured, len(labels), "bundle")
+            )
+        elif runtime in rows:
+            row = rows[runtime]
+            accuracy.append(
+                RuntimeAccuracy(runtime, row.kernels, row.accuracy, TEST_IMAGES, VERIFY_JSON)
+            )
+    return outputs, accuracy, keras_accuracy
+
+
+def _versions(info: ModelInfo, artifacts: Path) -> dict[str, object]:
+    try:
+        record = load_record(artifacts, "export")
+    except MnistEdgeError:
+        record = None  # the export versions are context, not a reason to fail the bundle
+    export_versions = record.versions if record is not None else {}
+    modes = ", ".join(info.optimization_modes) or "no optimization"
+    return {
+        "tensorflow": info.tensorflow_version,
+        "converter": (
+            f"TFLiteConverter (MLIR) of TensorFlow {info.tensorflow_version}, "
+            f"API v{info.converter_api}; {modes}"
+        ),
+        "schema_version": info.schema_version,
+        "export": export_versions,
+        "mnist-edge": __version__,
+        **library_versions("ai-edge-litert", "tflite-micro", "numpy"),
+    }
+
+
+def _write_bundle(
+    out: Path, result: BundleResult, model_bytes: bytes, c_name: str, golden: GoldenVectors
+) -> BundleResult:
+    """Write every file of the bundle atomically, the manifest (which lists the others) last."""
+    model_h, model_cc = model_data_files(model_bytes, result.model, c_name, result.arena_bytes)
+    golden_h, golden_cc = golden_data_files(
+        golden.inputs, golden.outputs, golden.labels, c_name, result.model
+    )
+    payloads: dict[str, bytes] = {
+        result.model: model_bytes,
+        "model_data.h": model_h.encode(),
+        "model_data.cc": model_cc.encode(),
+        "golden_data.h": golden_h.encode(),
+        "golden_data.cc": golden_cc.encode(),
+        "labels.txt": ("\n".join(LABELS) + "\n").encode(),
+        "README.md": bundle_readme(result, c_name).encode(),
+        GOLDEN_FILE: golden.npz_bytes(),
+    }
+    files = [BundleFile(name, len(p), sha256_bytes(p)) for name, p in sorted(payloads.items())]
+    result = replace(result, files=files)
+    payloads[MANIFEST] = json_bytes(record_payload(result))
+    # One step, the manifest renamed last: a folder is never half old, half new.
+    write_files_atomic({out / name: payload for name, payload in payloads.items()})
+    return result
+
+
+def bundle(
+    artifacts: Path,
+    data: Mnist | Path | None,
+    *,
+    model: Path | None = None,
+    out: Path | None = None,
+    golden: int = DEFAULT_GOLDEN,
+    c_name: str = DEFAULT_C_NAME,
+    max_arena: int | None = None,
+    max_flash: int | None = None,
+    overwrite: bool = False,
+) -> BundleResult:
+    """Write the device bundle for a .tflite (default the int8 export), checked on TFLM."""
+    if not 1 <= golden <= TEST_IMAGES:
+        raise MnistEdgeError(f"Invalid golden count {golden}: expected 1 to {TEST_IMAGES:,}.")
+    if not C_IDENTIFIER.fullmatch(c_name):
+        raise MnistEdgeError(
+            f"Invalid --c-name {c_name!r}: expected a C identifier "
+            "(a letter or _, then letters, digits or _; at most 63)."
+        )
+    for name, value in (("--max-arena", max_arena), ("--max-flash", max_flash)):
+        if value is not None and value < 1:
+            raise MnistEdgeError(f"Invalid {name} {value}: expected a positive number of bytes.")
+    artifacts = Path(artifacts)
+    model = Path(model) if model is not None else artifacts / INT8_TFLITE
+    out = Path(out) if out is not None else artifacts / BUNDLE_DIR
+    # A batch tool never prompts: an earlier bundle (its manifest) is replaced only on request.
+    refuse_overwrite([out / MANIFEST], overwrite)
+    model_bytes, info, kind = _check_model(model)
+
+    # Budgets first: a firmware CI gating on them should not wait for the accuracy runs.
+    log.info("Measuring the TFLM tensor arena of %s", model.name)
+    arena = measure_arena(model_bytes, str(model))
+    check_budgets(model.name, len(model_bytes), arena.bytes, max_flash, max_arena)
+    out = prepare_output_dir(out)
+
+    mnist = ensure_mnist(data)
+    input_spec = tensor_spec(info, info.inputs[0])
+    q = quantize(to_float(mnist.x_test), input_spec)
+    # TFLM at exactly the arena the manifest states: the golden run is also the proof it works.
+    tflm = TFLMRunner(model, arena_size=arena.bytes)
+    outputs, accuracy, keras_accuracy = _measure_accuracy(model, artifacts, mnist, q, tflm, golden)
+    agreement = [
+        bit_agreement("tflm", other, outputs["tflm"], outputs[other])
+        for other in ("litert-ref", "litert")
+        if other in outputs
+    ]
+    vectors = golden_vectors(q, outputs["tflm"], mnist.y_test, golden)
+    others = [p for p in sorted(artifacts.glob("*.tflite")) if p.resolve() != model.resolve()]
+    proofs, legacy, legacy_version = prove_runtimes(
+        model, others, vectors.inputs, vectors.outputs, arena.bytes
+    )
+    uses = op_uses(info)
+    unsupported = [f"{u.name} v{u.version}" for u in uses if not u.tflm_call]
+    if unsupported:
+        log.warning("No TFLM resolver call known for %s", ", ".join(unsupported))
+    result = BundleResult(
+        out=str(out),
+        model=model.name,
+        kind=kind,
+        files=[],
+        input=input_spec,
+        output=tensor_spec(info, info.outputs[0]),
+        preprocessing=_preprocessing(input_spec),
+        labels=LABELS,
+        keras_accuracy=keras_accuracy,
+        accuracy=accuracy,
+        agreement=agreement,
+        ops=uses,
+        # One registration per operator, whatever its versions: the resolver's template size.
+        tflm_resolver=f"tflite::MicroMutableOpResolver<{len({u.name for u in uses})}>",
+        tflm_calls=list(dict.fromkeys(u.tflm_call for u in uses if u.tflm_call)),
+        arena_bytes=arena.bytes,
+        arena=arena,
+        flash_bytes=len(model_bytes),
+        macs=count_macs(info),
+        params=count_params(info),
+        golden=vectors.summary(),
+        min_runtime=min_runtime(info),
+        proven_runtimes=proofs,
+        exports=export_compat(model, info, others, arena.bytes, legacy, legacy_version),
+        versions=_versions(info, artifacts),
+    )
+    result = _write_bundle(out, result, model_bytes, c_name, vectors)
+    log.info("Wrote the bundle to %s", out)
+    return result

@@ -1,0 +1,72 @@
+"""The bundle's README.md: what it holds, how to run it in LiteRT and TFLM, how to check it."""
+
+from __future__ import annotations
+
+from mnist_edge import __version__
+from mnist_edge.bundle.csource import template
+from mnist_edge.records import BundleResult
+
+
+def bundle_readme(result: BundleResult, c_name: str) -> str:
+    """The bundle's README.md: what it is, how to run it in LiteRT and TFLM, how to check it."""
+    model, spec, arena = result.model, result.input, result.arena_bytes
+    calls = "\n".join(f"  resolver.{call};" for call in result.tflm_calls)
+    field_name = {"int8": "int8", "float32": "f"}.get(spec.dtype, spec.dtype)
+    ctype = {"int8": "int8_t", "float32": "float"}.get(spec.dtype, "auto")
+    shortcut = result.preprocessing.get("int8_shortcut")
+    if spec.dtype == "int8" and shortcut:
+        fill = f"static_cast<int8_t>(pixels[i] - {-int(spec.zero_point or 0)})"
+    elif spec.dtype == "float32":
+        fill = "pixels[i] / 255.0f"
+    else:
+        fill = "/* pixels[i] / 255.0f, quantized with the manifest's scale and zero_point */"
+    accuracy = "\n".join(
+        f"| {a.runtime} | {a.kernels} | {a.accuracy:.4f} | {a.source} |" for a in result.accuracy
+    )
+    keras = f"{result.keras_accuracy:.4f}" if result.keras_accuracy is not None else "unknown"
+    proofs = "\n".join(
+        f"| {p.runtime} | {p.package} | "
+        + (
+            f"{p.golden_identical}/{p.golden_count} | {p.golden_max_abs_diff:g}"
+            if p.golden_identical is not None
+            else f"did not load: {p.note} | –"
+        )
+        + " |"
+        for p in result.proven_runtimes
+    )
+    agreement = "; ".join(
+        f"{a.a} and {a.b} gave bit-identical outputs on {a.bit_identical:,} of {a.images:,} "
+        f"test images (at most {a.max_abs_diff:g} apart) and the same class on {a.same_class:,}"
+        for a in result.agreement
+    )
+    count = result.golden["count"]
+    equivalently = f" (equivalently: {shortcut})" if shortcut else ""
+    fields = {
+        "version": __version__,
+        "model": model,
+        "kind": result.kind,
+        "flash_bytes": f"{result.flash_bytes:,}",
+        "params": f"{result.params:,}",
+        "macs": f"{result.macs:,}",
+        "input_dtype": spec.dtype,
+        "input_shape": list(spec.shape),
+        "scale": spec.scale,
+        "zero_point": spec.zero_point,
+        "equivalently": equivalently,
+        "output_dtype": result.output.dtype,
+        "arena": arena,
+        "arena_bytes": f"{arena:,}",
+        "min_runtime": result.min_runtime.version,
+        "keras": keras,
+        "accuracy": accuracy,
+        "agreement": agreement + "." if agreement else "",
+        "c_name": c_name,
+        "resolver": result.tflm_resolver,
+        "calls": calls,
+        "ctype": ctype,
+        "field_name": field_name,
+        "fill": fill,
+        "count": count,
+        "proofs": proofs,
+    }
+    return template("README.md").substitute(fields)

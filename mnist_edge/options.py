@@ -1,0 +1,57 @@
+"""Every choice and default a user can set, in one module with no dependencies.
+
+The library's functions take these as their defaults and check against these tables; the CLI
+builds its Enums and option defaults from them (and stays fast to start: nothing here imports
+numpy or an engine). A new runtime, format or target is one new entry here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+# runtime name -> (file suffix, what computes)
+RUNTIMES = {
+    "litert": (".tflite", "LiteRT, XNNPACK delegate (its default on CPUs)"),
+    "litert-ref": (".tflite", "LiteRT, builtin reference kernels, no delegate"),
+    "tflm": (".tflite", "TensorFlow Lite Micro, reference kernels"),
+    "onnxruntime": (".onnx", "onnxruntime, CPU execution provider"),
+    "keras": (".keras", "Keras 3 on TensorFlow, direct call"),
+    "keras-predict": (".keras", "Keras 3 on TensorFlow, model.predict"),
+}
+DEFAULT_RUNTIME = {".tflite": "litert", ".onnx": "onnxruntime", ".keras": "keras"}
+ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+# train: the seed's recipe
+DEFAULT_EPOCHS = 5
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_SEED = 0
+DEFAULT_LEARNING_RATE = 1e-3
+SCHEDULES = ("constant", "cosine")  # constant: the seed's Adam; cosine: decays to zero
+
+# export
+DEFAULT_FORMATS = ("tflite-float32", "onnx-float32")
+DEFAULT_CALIBRATION_SIZE = 500
+ONNX_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+# verify: an export may fall at most this many percentage points below Keras' accuracy
+DEFAULT_TOLERANCE_PP = 0.5
+
+# bench
+DEFAULT_RUNS = 1000
+DEFAULT_WARMUP = 50
+DEFAULT_BATCH_SIZES = (1, 64)
+# --target presets: the runtimes such a device runs, and its threads (None: every core).
+BENCH_TARGETS: dict[str, tuple[tuple[str, ...], int | None]] = {
+    "cpu": (("litert", "onnxruntime"), None),  # a desktop or server: XNNPACK, all cores
+    "embedded": (("litert-ref", "onnxruntime"), 1),  # a small Linux board without XNNPACK
+    "mcu": (("tflm",), 1),  # a microcontroller: TFLM, one image at a time
+}
+
+# predict
+DEFAULT_TOP = 3
+
+# bundle
+DEFAULT_GOLDEN = 10
+DEFAULT_C_NAME = "g_model"

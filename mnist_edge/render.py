@@ -1,0 +1,282 @@
+"""Results to people on the terminal (rich tables) and to machines (JSON on stdout).
+
+Every table is built from a typed record; nothing here computes a figure.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+
+if TYPE_CHECKING:  # annotations only: rendering a table imports no stage
+    from mnist_edge.data import DataSummary
+    from mnist_edge.predict import PredictResult
+    from mnist_edge.records import (
+        BenchReport,
+        BundleResult,
+        EpochStats,
+        ExportResult,
+        TrainResult,
+        VerifyReport,
+    )
+    from mnist_edge.report import ReportPage
+
+
+def to_json(result: Any) -> str:
+    """A result dataclass as indented JSON (the same payload the artifacts' .json files hold)."""
+    return json.dumps(asdict(result) if is_dataclass(result) else result, indent=2)
+
+
+def format_bytes(n: int) -> str:
+    """Human file size: 105,192 B -> 102.7 KiB."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def epoch_line(stats: EpochStats, epochs: int) -> str:
+    """One progress line per training epoch."""
+    return (
+        f"epoch {stats.epoch}/{epochs}  loss {stats.loss:.4f}  accuracy {stats.accuracy:.4f}  "
+        f"val_loss {stats.val_loss:.4f}  val_accuracy {stats.val_accuracy:.4f}  "
+        f"({stats.seconds:.1f} s)"
+    )
+
+
+def data_table(summary: DataSummary) -> Table:
+    """Counts and class histogram of the loaded MNIST."""
+    table = Table(title=f"MNIST from {summary.source}")
+    table.add_column("split")
+    table.add_column("images", justify="right")
+    for digit in range(len(summary.train_histogram)):
+        table.add_column(str(digit), justify="right")
+    table.add_row("train", f"{summary.train_count:,}", *map(str, summary.train_histogram))
+    table.add_row("test", f"{summary.test_count:,}", *map(str, summary.test_histogram))
+    return table
+
+
+def train_table(result: TrainResult) -> Table:
+    """Per-epoch history and the test figures."""
+    table = Table(
+        title=(
+            f"Trained {result.params:,} parameters on {result.train_images:,} images in "
+            f"{result.seconds:.1f} s: test accuracy {result.test_accuracy:.4f}, "
+            f"test loss {result.test_loss:.4f}"
+        )
+    )
+    for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+        table.add_column(column, justify="right")
+    for e in result.history:
+        table.add_row(
+            str(e.epoch),
+            f"{e.loss:.4f}",
+            f"{e.accuracy:.4f}",
+            f"{e.val_loss:.4f}",
+            f"{e.val_accuracy:.4f}",
+            f"{e.seconds:.1f}",
+        )
+    return table
+
+
+def export_table(result: ExportResult) -> Table:
+    """Each file written, with its size."""
+    table = Table(title=f"Exported {result.source}")
+    for column in ("file", "format", "size", "bytes", "sha256"):
+        table.add_column(column, justify="right" if column in ("size", "bytes") else "left")
+    for f in result.files:
+        table.add_row(f.name, f.format, format_bytes(f.bytes), f"{f.bytes:,}", f.sha256[:16])
+    return table
+
+
+def verify_table(report: VerifyReport) -> Group:
+    """Accuracy, delta, agreement and output error of each export; the cross-runtime matrix."""
+    ref = report.reference
+    table = Table(
+        title=(
+            f"Verified on {report.images:,} test images against {ref.artifact} "
+            f"(accuracy {ref.accuracy:.4f}, {ref.source}); tolerance {report.tolerance_pp} pp"
+        )
+    )
+    columns = (
+        "artifact",
+        "runtime",
+        "accuracy",
+        "Δ pp",
+        "agreement",
+        "max |Δp|",
+        "cosine",
+        "L2 rel",
+        "ok",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
+    for r in report.results:
+        table.add_row(
+            r.artifact,
+            r.runtime,
+            f"{r.accuracy:.4f}",
+            f"{r.delta_pp:+.2f}",
+            f"{r.agreement:.4f}",
+            f"{r.max_abs_diff:.2e}",
+            f"{r.cosine_similarity:.6f}",
+            f"{r.l2_relative_error:.2e}",
+            "yes" if r.passed else "[red]NO[/red]",
+        )
+    cross = report.cross_agreement
+    matrix = Table(title="Agreement of predicted classes between every two models")
+    matrix.add_column("")
+    for i in range(len(cross.models)):
+        matrix.add_column(f"[{i}]", justify="right")
+    for i, (name, values) in enumerate(zip(cross.models, cross.matrix, strict=True)):
+        matrix.add_row(f"[{i}] {name}", *(f"{v:.4f}" for v in values))
+    return Group(table, matrix)
+
+
+def bench_table(report: BenchReport) -> Group:
+    """Latency, throughput, MAC rate against the roofline, speed-up over Keras; the machine."""
+    m = report.machine
+    features = ", ".join(m.features) or "none detected"
+    table = Table(title=f"{m.cpu} ({m.arch}, {m.cores} cores; {features})")
+    columns = [
+        "artifact",
+        "runtime",
+        "threads",
+        "batch",
+        "p50 µs",
+        "p99 µs",
+        "invoke p50 µs",
+        "images/s",
+        "GMAC/s",
+        "of roofline",
+        "× Keras",
+        "init ms",
+    ]
+    # A microcontroller's footprint, for the TFLM rows (bench --target mcu).
+    footprint = any(r.arena_bytes is not None for r in report.results)
+    if footprint:
+        columns += ["arena B", "flash B"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
+
+    def maybe(value, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    for r in report.results:
+        cells = [
+            r.artifact,
+            r.runtime,
+            str(r.threads),
+            str(r.batch_size),
+            f"{r.p50_us:,.1f}",
+            f"{r.p99_us:,.1f}",
+            f"{r.invoke_p50_us:,.1f}",
+            f"{r.throughput_ips:,.0f}",
+            maybe(r.gmacs, ".1f"),
+            maybe(r.roofline_fraction, ".1%"),
+            maybe(r.speedup_vs_keras, ",.1f"),
+            f"{r.init_ms:,.1f}",
+        ]
+        if footprint:
+            cells += [maybe(r.arena_bytes, ","), maybe(r.flash_bytes, ",")]
+        table.add_row(*cells)
+    notes = [
+        f"Roofline, {roof.threads} thread(s): float32 {maybe(roof.float32_gmacs, '.1f')}, "
+        f"int8 {maybe(roof.int8_gmacs, '.1f')} GMAC/s ({roof.note})"
+        for roof in report.rooflines
+    ]
+    costs = {(r.macs, r.params) for r in report.results if r.macs}
+    notes += [
+        f"Model cost: {macs:,} MACs and {params:,} parameters per image" for macs, params in costs
+    ]
+    notes.append(f"Peak RSS of this process: {report.peak_rss_mb:,.1f} MiB")
+    return Group(table, *notes)
+
+
+def predict_table(result: PredictResult) -> Table:
+    """Each input's class, probability and top candidates, or why it was skipped."""
+    from rich.text import Text
+
+    skipped = len(result.skipped)
+    table = Table(
+        title=(
+            f"{result.model} on {result.runtime}: {len(result.predictions) - skipped:,} "
+            f"classified, {skipped:,} skipped"
+        )
+    )
+    table.add_column("file")
+    table.add_column("digit", justify="right")
+    table.add_column("probability", justify="right")
+    table.add_column(f"top {max((len(p.top) for p in result.predictions), default=0)}")
+    for p in result.predictions:
+        # File names and error messages are the user's text: never read as rich markup.
+        if p.error is not None:
+            table.add_row(Text(p.file), "", "", Text(f"skipped: {p.error}", style="red"))
+            continue
+        top = ", ".join(f"{c.digit} {c.probability:.3f}" for c in p.top)
+        table.add_row(Text(p.file), str(p.digit), f"{p.probability:.4f}", top)
+    return table
+
+
+def bundle_table(result: BundleResult) -> Table:
+    """What a firmware engineer needs from the bundle: footprint, resolver, accuracy, proofs."""
+    a = result.arena
+    table = Table(title=f"Bundle {result.out}: {result.model} ({result.kind})")
+    table.add_column("item")
+    table.add_column("value")
+    table.add_row("flash", f"{result.flash_bytes:,} B (the model's bytes; code not counted)")
+    table.add_row(
+        "TFLM arena",
+        f"{result.arena_bytes:,} B measured (smallest working {a.smallest_working:,} B); "
+        f"estimate {a.estimate_bytes:,} B = activations {a.estimate_activations:,} + "
+        f"bookkeeping {a.estimate_bookkeeping:,}, "
+        f"off by {a.error_bytes:+,} B ({a.error_pct:+.1f}%)",
+    )
+    table.add_row("TFLM resolver", f"{result.tflm_resolver}: {', '.join(result.tflm_calls)}")
+    ops = ", ".join(f"{o.name} v{o.version}×{o.count}" for o in result.ops)
+    table.add_row("operators", ops)
+    m = result.min_runtime
+    unknown = f"; not in our table: {', '.join(m.unknown_ops)}" if m.unknown_ops else ""
+    table.add_row(
+        "min runtime", f"{m.version} (converter metadata: {m.converter_metadata}){unknown}"
+    )
+    table.add_row("per image", f"{result.macs:,} MACs, {result.params:,} parameters")
+    keras = f"{result.keras_accuracy:.4f}" if result.keras_accuracy is not None else "unknown"
+    table.add_row("accuracy keras", keras)
+    for r in result.accuracy:
+        table.add_row(f"accuracy {r.runtime}", f"{r.accuracy:.4f} on {r.images:,} ({r.source})")
+    for g in result.agreement:
+        table.add_row(
+            f"{g.a} vs {g.b}",
+            f"bit-identical {g.bit_identical:,}/{g.images:,}, same class {g.same_class:,}, "
+            f"max |Δ| {g.max_abs_diff:g}",
+        )
+    for p in result.proven_runtimes:
+        golden = (
+            f"golden {p.golden_identical}/{p.golden_count} identical "
+            f"(max |Δ| {p.golden_max_abs_diff:g})"
+            if p.golden_identical is not None
+            else f"did not load: {p.note}"
+        )
+        table.add_row(f"proven {p.runtime}", f"{p.package}: {golden}")
+    for e in result.exports:
+        table.add_row(f"export {e.file}", f"min runtime {e.min_runtime}; {e.tflite_runtime}")
+    table.add_row("files", ", ".join(f.name for f in result.files) + ", manifest.json")
+    return table
+
+
+def report_table(page: ReportPage) -> Table:
+    """What the report page holds."""
+    table = Table(title=f"Wrote {page.path} ({format_bytes(page.bytes)}, {page.images} charts)")
+    table.add_column("section")
+    for name in page.sections:
+        table.add_row(name)
+    for name in page.missing:
+        table.add_row(f"[dim]missing: {name}[/dim]")
+    return table

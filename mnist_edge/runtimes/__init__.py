@@ -1,0 +1,138 @@
+"""Every engine, one small adapter each, all with the same call shape.
+
+Each runner is built from a path and explicit engine settings (threads, delegate on or off), and
+owns its model's I/O: it quantizes float inputs and dequantizes outputs with the model's own
+scale and zero point. Nothing outside this package creates an Interpreter, an InferenceSession
+or a TFLM interpreter: LiteRT (`litert_runner`), onnxruntime (`ort_runner`, also the roofline's
+sessions), TFLM (`tflm_runner`, also the arena probes), Keras (`keras_runner`) and the old
+tflite-runtime 2.14 in its own virtual environment (`legacy_runner`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_edge.errors import MnistEdgeError, ModelError
+from mnist_edge.options import DEFAULT_RUNTIME, ORT_OPTIMIZATION_LEVELS, RUNTIMES
+from mnist_edge.runtimes.base import (
+    PREDICT_BATCH,
+    Runner,
+    TensorSpec,
+    dequantize,
+    quantize,
+)
+
+__all__ = [
+    "DEFAULT_RUNTIME",
+    "ORT_OPTIMIZATION_LEVELS",
+    "PREDICT_BATCH",
+    "RUNTIMES",
+    "LoadedRunner",
+    "Runner",
+    "TensorSpec",
+    "dequantize",
+    "open_runner",
+    "open_runners",
+    "quantize",
+    "runtimes_for",
+    "select_runtimes",
+]
+
+
+def runtimes_for(path: Path) -> tuple[str, ...]:
+    """The runtimes that can run a model file, by its suffix."""
+    suffix = Path(path).suffix
+    return tuple(name for name, (ext, _) in RUNTIMES.items() if ext == suffix)
+
+
+def select_runtimes(path: Path, requested: list[str] | None) -> list[str]:
+    """The requested runtimes that apply to a model file; none requested means its default."""
+    available = runtimes_for(path)
+    if not requested:
+        return [DEFAULT_RUNTIME[Path(path).suffix]]
+    if "all" in requested:
+        return list(available)
+    return [name for name in requested if name in available]
+
+
+def open_runner(
+    path: Path, runtime: str | None = None, threads: int = 1, ort_optimization: str = "all"
+) -> Runner:
+    """Build the runner for a model file; the runtime defaults to the file type's usual one."""
+    path = Path(path)
+    runtime = runtime or DEFAULT_RUNTIME.get(path.suffix)
+    if runtime is None or runtime not in runtimes_for(path):
+        raise MnistEdgeError(
+            f"{path}: cannot run a {path.suffix or 'suffix-less'} file with {runtime}; "
+            "expected .tflite (litert, litert-ref, tflm), .onnx (onnxruntime) or .keras "
+            "(keras, keras-predict)."
+        )
+    if runtime in ("litert", "litert-ref"):
+        from mnist_edge.runtimes.litert_runner import LiteRTRunner
+
+        return LiteRTRunner(path, threads=threads, xnnpack=runtime == "litert")
+    if runtime == "onnxruntime":
+        from mnist_edge.runtimes.ort_runner import OrtRunner
+
+        return OrtRunner(path, threads=threads, optimization=ort_optimization)
+    if runtime == "tflm":
+        from mnist_edge.runtimes.tflm_runner import TFLMRunner
+
+        return TFLMRunner(path)
+    from mnist_edge.runtimes.keras_runner import KerasRunner
+
+    return KerasRunner(path, threads=threads, use_predict=runtime == "keras-predict")
+
+
+@dataclass(frozen=True)
+class LoadedRunner:
+    """A runner opened for a model file, with what opening it cost (load + allocate)."""
+
+    path: Path
+    runtime: str
+    runner: Runner
+    init_ms: float
+
+
+def open_runners(
+    paths: list[Path], runtimes: list[str] | None, threads: int = 1, ort_optimization: str = "all"
+) -> list[LoadedRunner]:
+    """Open a runner per file and runtime before any work, naming every file that won't load.
+
+    A file that cannot be loaded is bad input: the caller stops before measuring or writing.
+    """
+    loaded, errors = [], []
+    for path in paths:
+        for runtime in select_runtimes(path, runtimes):
+            started = time.perf_counter_ns()
+            try:
+                runner = open_runner(path, runtime, threads, ort_optimization)
+                runner.set_batch(1)
+            except ModelError as exc:
+                errors.append(str(exc))
+                continue
+            init_ms = round((time.perf_counter_ns() - started) / 1e6, 2)
+            loaded.append(LoadedRunner(Path(path), runtime, runner, init_ms))
+    if errors:
+        raise ModelError("; ".join(errors))
+    return loaded
+
+
+# The runner classes, imported on first use: `from mnist_edge.runtimes import LiteRTRunner`
+# works without every engine's module loading with the package.
+_RUNNERS = {
+    "LiteRTRunner": "litert_runner",
+    "OrtRunner": "ort_runner",
+    "TFLMRunner": "tflm_runner",
+    "KerasRunner": "keras_runner",
+}
+
+
+def __getattr__(name: str):
+    if name in _RUNNERS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_RUNNERS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

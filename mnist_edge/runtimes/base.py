@@ -1,0 +1,140 @@
+"""What every runner shares: the tensor description, int8 quantization, the call shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES
+from mnist_edge.errors import MnistEdgeError, ModelError
+from mnist_edge.options import RUNTIMES
+
+PREDICT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, shape, dtype and (for integer tensors) quantization."""
+
+    QUANTIZED_DTYPES: ClassVar[tuple[str, ...]] = ("int8", "uint8", "int16")
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and self.dtype in self.QUANTIZED_DTYPES
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Float to the tensor's integer type with its scale and zero point (TFLite's rounding)."""
+    if not spec.quantized:
+        return np.asarray(x, dtype=spec.dtype)
+    info = np.iinfo(spec.dtype)
+    scaled = np.asarray(x, dtype=np.float32) / np.float32(spec.scale)
+    # TFLite rounds half away from zero; numpy's round is half to even.
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + spec.zero_point
+    return np.clip(rounded, info.min, info.max).astype(spec.dtype)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Integer tensor back to float with its scale and zero point."""
+    if not spec.quantized:
+        return np.asarray(q, dtype=np.float32)
+    return ((q.astype(np.int32) - spec.zero_point) * np.float32(spec.scale)).astype(np.float32)
+
+
+def check_spec(path: Path, spec: TensorSpec, expected: tuple[int, ...], what: str) -> None:
+    """ModelError unless the tensor is N × `expected` (the MNIST image, or the 10 classes)."""
+    if tuple(spec.shape[1:]) != expected:
+        raise ModelError(
+            f"{path}: {what} tensor {spec.name} | Received unexpected shape {spec.shape}. "
+            f"Note: expected (N, {', '.join(map(str, expected))})"
+        )
+
+
+class Runner:
+    """The common call shape: set_batch, feed, invoke, fetch; predict does all four in chunks."""
+
+    runtime: str
+    max_batch: int | None = None
+    input: TensorSpec
+    output: TensorSpec
+
+    def __init__(self, path: Path, threads: int = 1):
+        self.path = Path(path)
+        if threads < 1:
+            raise MnistEdgeError(f"Invalid threads {threads}: expected a positive integer.")
+        self.threads = threads
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such model file.")
+
+    def _check_io(self) -> None:
+        check_spec(self.path, self.input, IMAGE_SHAPE, "input")
+        check_spec(self.path, self.output, (NUM_CLASSES,), "output")
+
+    @property
+    def kernels(self) -> str:
+        """What computes the outputs, to be written beside every figure."""
+        return RUNTIMES[self.runtime][1]
+
+    def set_batch(self, n: int) -> None:
+        """Prepare for batches of n images."""
+        raise NotImplementedError
+
+    def feed_raw(self, x: np.ndarray) -> None:
+        """Set the input tensor to x, already in the model's input dtype."""
+        raise NotImplementedError
+
+    def invoke(self) -> None:
+        """Run the model on the fed input."""
+        raise NotImplementedError
+
+    def fetch_raw(self) -> np.ndarray:
+        """The output tensor in the model's output dtype (int8 for an int8 model)."""
+        raise NotImplementedError
+
+    def feed(self, images: np.ndarray) -> None:
+        """Set the input from float images N×28×28×1 in [0, 1], quantizing if the model needs it."""
+        self.feed_raw(quantize(images, self.input))
+
+    def fetch(self) -> np.ndarray:
+        """Float class probabilities N×10, dequantized if the model's output is integer."""
+        return dequantize(self.fetch_raw(), self.output)
+
+    def predict_raw(self, x: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """Raw outputs (the model's output dtype) for inputs already in its input dtype."""
+        batch = max(1, min(batch, self.max_batch or batch, len(x)))
+        outputs = []
+        current = None
+        for start in range(0, len(x), batch):
+            chunk = x[start : start + batch]
+            if len(chunk) != current:
+                self.set_batch(len(chunk))
+                current = len(chunk)
+            self.feed_raw(chunk)
+            self.invoke()
+            outputs.append(np.array(self.fetch_raw()))  # a copy: the next invoke reuses buffers
+        if not outputs:
+            return np.zeros((0, NUM_CLASSES), self.output.dtype)
+        return np.concatenate(outputs)
+
+    def predict(self, images: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
+        """Class probabilities N×10 (float32) for float images N×28×28×1 in [0, 1]."""
+        return dequantize(self.predict_raw(quantize(images, self.input), batch), self.output)
+
+    def describe(self) -> dict:
+        """The runner's settings and I/O, for the JSON records."""
+        return {
+            "runtime": self.runtime,
+            "kernels": self.kernels,
+            "threads": self.threads,
+            "input": self.input.__dict__,
+            "output": self.output.__dict__,
+        }

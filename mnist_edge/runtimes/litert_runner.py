@@ -1,0 +1,85 @@
+"""The LiteRT interpreter (ai-edge-litert), with or without its XNNPACK delegate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mnist_edge.data import IMAGE_SHAPE
+from mnist_edge.errors import ModelError, first_line
+from mnist_edge.runtimes.base import Runner, TensorSpec
+
+
+def _litert_spec(detail: dict) -> TensorSpec:
+    scale, zero_point = detail["quantization"]
+    dtype = np.dtype(detail["dtype"]).name
+    quantized = dtype in TensorSpec.QUANTIZED_DTYPES and scale != 0.0
+    return TensorSpec(
+        name=detail["name"],
+        shape=tuple(int(d) for d in detail["shape_signature"]),
+        dtype=dtype,
+        scale=float(scale) if quantized else None,
+        zero_point=int(zero_point) if quantized else None,
+    )
+
+
+class LiteRTRunner(Runner):
+    """The LiteRT interpreter (ai-edge-litert), with or without the XNNPACK delegate."""
+
+    def __init__(self, path: Path, threads: int = 1, xnnpack: bool = True):
+        super().__init__(path, threads)
+        from ai_edge_litert import interpreter as litert
+
+        self.xnnpack = xnnpack
+        self.runtime = "litert" if xnnpack else "litert-ref"
+        # AUTO applies the default delegate (XNNPACK on CPUs); without it the builtin reference
+        # kernels run, bit-identical to TFLM and to what a small device without XNNPACK computes.
+        resolver = (
+            litert.OpResolverType.AUTO
+            if xnnpack
+            else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        try:
+            self._interpreter = litert.Interpreter(
+                model_path=str(self.path),
+                num_threads=threads,
+                experimental_op_resolver_type=resolver,
+            )
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise self._error("cannot load it", exc) from None
+        self._in = self._interpreter.get_input_details()[0]
+        self._out = self._interpreter.get_output_details()[0]
+        self.input = _litert_spec(self._in)
+        self.output = _litert_spec(self._out)
+        self._check_io()
+        self._batch = int(self._in["shape"][0])
+
+    def _error(self, what: str, exc: BaseException) -> ModelError:
+        return ModelError(f"{self.path}: LiteRT {what} ({first_line(exc)}).")
+
+    def set_batch(self, n: int) -> None:
+        if n != self._batch:
+            try:
+                self._interpreter.resize_tensor_input(self._in["index"], [n, *IMAGE_SHAPE])
+                self._interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise self._error(f"cannot resize it to batch {n}", exc) from None
+            self._batch = n
+
+    def feed_raw(self, x: np.ndarray) -> None:
+        self._interpreter.set_tensor(self._in["index"], x)
+
+    def invoke(self) -> None:
+        try:
+            self._interpreter.invoke()
+        except (ValueError, RuntimeError) as exc:
+            # A corrupt model can load yet fail here (XNNPACK prepares lazily): bad input.
+            raise self._error("failed to run it", exc) from None
+
+    def fetch_raw(self) -> np.ndarray:
+        return self._interpreter.get_tensor(self._out["index"])
+
+    def describe(self) -> dict:
+        return {**super().describe(), "xnnpack": self.xnnpack}

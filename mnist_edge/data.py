@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 import shutil
@@ -167,7 +166,7 @@ def _check_sha(raw: bytes, expected: str, origin: str) -> str:
     if digest != expected:
         raise DataError(
             f"{origin}: SHA-256 {digest[:12]}… does not match the published {expected[:12]}…; "
-            "the file is corrupted or not the original MNIST. Delete it and fetch again."
+            "the data are corrupted or not the original MNIST. Delete it and fetch again."
         )
     return digest
 
@@ -187,18 +186,32 @@ def load_idx_folder(folder: Path) -> Mnist:
     return Mnist(**arrays, source=str(folder), sha256=digests)
 
 
-def load_npz(path: Path, expected_sha256: str = KERAS_NPZ_SHA256) -> Mnist:
-    """Load a Keras-style mnist.npz, checked against Keras' published SHA-256, without pickle."""
-    raw = Path(path).read_bytes()
-    digest = _check_sha(raw, expected_sha256, str(path))
+def idx_bytes(array: np.ndarray, spec: IdxSpec) -> bytes:
+    """The IDX file LeCun published for this array: big-endian header, then the uint8 payload."""
+    dims = (spec.count, ROWS, COLS) if spec.magic == IMAGE_MAGIC else (spec.count,)
+    return struct.pack(f">I{len(dims)}I", spec.magic, *dims) + array.astype(np.uint8).tobytes()
+
+
+def load_npz(path: Path) -> Mnist:
+    """Load a Keras-style mnist.npz without pickle, checked by its arrays, not its zip bytes.
+
+    Each array must be uint8 of MNIST's shape, and the IDX file it amounts to must have the
+    published SHA-256: the same protection as a file hash, but any zip of the same arrays (Keras'
+    own, one re-saved by numpy or another tool) loads, and records the same digests as the IDX
+    files do.
+    """
+    path = Path(path)
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        with np.load(path, allow_pickle=False) as npz:
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise DataError(f"{path}: a single .npy array, not an npz archive.")
             arrays = {key: npz[key] for key in IDX_FILES if key in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable npz file ({exc}).") from None
     missing = sorted(set(IDX_FILES) - set(arrays))
     if missing:
         raise DataError(f"{path}: missing keys {', '.join(missing)}; expected {list(IDX_FILES)}.")
+    digests = {}
     for key, spec in IDX_FILES.items():
         array = arrays[key]
         shape = (spec.count, ROWS, COLS) if spec.magic == IMAGE_MAGIC else (spec.count,)
@@ -206,7 +219,8 @@ def load_npz(path: Path, expected_sha256: str = KERAS_NPZ_SHA256) -> Mnist:
             raise DataError(
                 f"{path}: {key} is {array.dtype} {array.shape}; expected uint8 {shape}."
             )
-    return Mnist(**arrays, source=str(path), sha256={KERAS_NPZ_NAME: digest})
+        digests[spec.name] = _check_sha(idx_bytes(array, spec), spec.sha256, f"{path}: {key}")
+    return Mnist(**arrays, source=str(path), sha256=digests)
 
 
 def load_from(path: Path) -> Mnist:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # annotations only: rendering a table imports no stage
         ExportResult,
         TrainResult,
         VerifyReport,
+        VerifyRow,
     )
     from mnist_edge.report import ReportPage
 
@@ -95,6 +96,34 @@ def export_table(result: ExportResult) -> Table:
     return table
 
 
+VERIFY_COLUMNS = (
+    "artifact",
+    "runtime",
+    "accuracy",
+    "Δ pp",
+    "agreement",
+    "max |Δp|",
+    "cosine",
+    "L2 rel",
+    "ok",
+)
+
+
+def verify_cells(r: VerifyRow) -> list[str]:
+    """One verify row as the table's cells (the terminal's and the HTML page's)."""
+    return [
+        r.artifact,
+        r.runtime,
+        f"{r.accuracy:.4f}",
+        f"{r.delta_pp:+.2f}",
+        f"{r.agreement:.4f}",
+        f"{r.max_abs_diff:.2e}",
+        f"{r.cosine_similarity:.6f}",
+        f"{r.l2_relative_error:.2e}",
+        "yes" if r.passed else "NO",
+    ]
+
+
 def verify_table(report: VerifyReport) -> Group:
     """Accuracy, delta, agreement and output error of each export; the cross-runtime matrix."""
     ref = report.reference
@@ -104,31 +133,11 @@ def verify_table(report: VerifyReport) -> Group:
             f"(accuracy {ref.accuracy:.4f}, {ref.source}); tolerance {report.tolerance_pp} pp"
         )
     )
-    columns = (
-        "artifact",
-        "runtime",
-        "accuracy",
-        "Δ pp",
-        "agreement",
-        "max |Δp|",
-        "cosine",
-        "L2 rel",
-        "ok",
-    )
-    for column in columns:
+    for column in VERIFY_COLUMNS:
         table.add_column(column, justify="left" if column in ("artifact", "runtime") else "right")
     for r in report.results:
-        table.add_row(
-            r.artifact,
-            r.runtime,
-            f"{r.accuracy:.4f}",
-            f"{r.delta_pp:+.2f}",
-            f"{r.agreement:.4f}",
-            f"{r.max_abs_diff:.2e}",
-            f"{r.cosine_similarity:.6f}",
-            f"{r.l2_relative_error:.2e}",
-            "yes" if r.passed else "[red]NO[/red]",
-        )
+        cells = verify_cells(r)
+        table.add_row(*cells[:-1], "yes" if r.passed else "[red]NO[/red]")
     cross = report.cross_agreement
     matrix = Table(title="Agreement of predicted classes between every two models")
     matrix.add_column("")

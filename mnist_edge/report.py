@@ -12,7 +12,7 @@ from typing import Any
 from mnist_edge.artifacts import INT8_TFLITE, MODEL_FILE, RECORDS, REPORT_HTML, load_record
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.records import BenchReport, ExportResult, TrainResult, VerifyReport
-from mnist_edge.render import format_bytes
+from mnist_edge.render import VERIFY_COLUMNS, format_bytes, verify_cells
 
 DISAGREEMENTS_SHOWN = 20
 PAGE_STYLE = """
@@ -86,23 +86,10 @@ def _verify_section(verify: VerifyReport) -> tuple[str, str, int]:
     from mnist_edge import charts
 
     ref, results = verify.reference, verify.results
-    rows = [
-        [
-            r.artifact,
-            r.runtime,
-            f"{r.accuracy:.4f}",
-            f"{r.delta_pp:+.2f}",
-            f"{r.agreement:.4f}",
-            f"{r.max_abs_diff:.2e}",
-            f"{r.cosine_similarity:.6f}",
-            "yes" if r.passed else "NO",
-        ]
-        for r in results
-    ]
-    header = ["artifact", "runtime", "accuracy", "Δ pp", "agreement", "max |Δp|", "cosine", "ok"]
+    rows = [verify_cells(r) for r in results]
     html = (
         f"<p>{verify.images:,} test images; Keras accuracy <b>{ref.accuracy:.4f}</b>; "
-        f"tolerance {verify.tolerance_pp} pp.</p>" + _html_table(header, rows)
+        f"tolerance {verify.tolerance_pp} pp.</p>" + _html_table(list(VERIFY_COLUMNS), rows)
     )
     # Keras against the model a device runs: the int8 TFLite, else any int8 export.
     int8 = next(

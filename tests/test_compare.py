@@ -67,3 +67,26 @@ def test_cross_agreement_is_symmetric_with_ones_on_the_diagonal():
 
 def test_tolerances_are_one_named_table():
     assert TOLERANCES["accuracy_drop_pp"] == DEFAULT_TOLERANCE_PP == 0.5
+
+
+def test_compare_is_plain_numpy():
+    ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
+    out = np.array([[0.7, 0.3], [0.6, 0.4], [0.6, 0.4]], np.float32)
+    metrics = compare(ref, out, labels=np.array([0, 1, 1]))
+    assert metrics["accuracy"] == pytest.approx(1 / 3)
+    assert metrics["agreement"] == pytest.approx(2 / 3)
+    assert metrics["max_abs_diff"] == pytest.approx(0.4)
+
+
+def test_confusion_and_per_class():
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    predicted = np.array([0, 1, 1, 2, 2, 0])
+    confusion = confusion_matrix(labels, predicted)
+    assert confusion.sum() == 6 and confusion[0, 1] == 1 and confusion[2, 2] == 2
+    assert per_class_accuracy(confusion)[:4] == [0.5, 1.0, pytest.approx(2 / 3, abs=1e-6), 0.0]
+
+
+def test_cross_agreement_matrix():
+    cross = cross_agreement({"a": np.array([1, 2, 3, 4]), "b": np.array([1, 2, 0, 4])})
+    assert cross.models == ["a", "b"]
+    assert cross.matrix == [[1.0, 0.75], [0.75, 1.0]]

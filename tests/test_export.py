@@ -1,4 +1,4 @@
-"""Export writes the three files, the reference and the record."""
+"""export: the six formats, the reference, the record; the same model gives the same bytes."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from mnist_edge.errors import MnistEdgeError, ModelError
-from mnist_edge.export import export
+from mnist_edge.export import FORMATS, export, resolve_formats
+from mnist_edge.files import sha256_file
+from mnist_edge.model import load_keras_model, train
 from mnist_edge.runtimes import LiteRTRunner, OrtRunner
-
-pytestmark = pytest.mark.slow
 
 
 def test_export_writes_all_three_files(exported):
@@ -71,3 +71,93 @@ def test_export_without_model(tmp_path, mnist):
 def test_export_rejects_bad_calibration_size(exported_copy, mnist, size):
     with pytest.raises(MnistEdgeError, match=f"Invalid calibration size {size}"):
         export(exported_copy, mnist, int8=True, calibration_size=size, overwrite=True)
+
+
+SIX = {
+    "model_float32.tflite",
+    "model_float16.tflite",
+    "model_dynamic.tflite",
+    "model_int8.tflite",
+    "model.onnx",
+    "model_int8.onnx",
+}
+
+
+def test_resolve_formats():
+    assert resolve_formats(None, int8=False) == ["tflite-float32", "onnx-float32"]
+    assert resolve_formats(None, int8=True) == ["tflite-float32", "tflite-int8", "onnx-float32"]
+    assert resolve_formats(["all"], int8=False) == list(FORMATS)
+    with pytest.raises(MnistEdgeError, match="Unknown export format tflite-int4"):
+        resolve_formats(["tflite-int4"], int8=False)
+
+
+def test_unknown_onnx_calibration(tmp_path):
+    with pytest.raises(MnistEdgeError, match="Unknown ONNX calibration 'kl'"):
+        export(tmp_path, None, onnx_calibration="kl")
+
+
+@pytest.mark.slow
+def test_all_six_formats_export_with_sensible_sizes(exported_all):
+    artifacts, result = exported_all
+    sizes = {f.name: f.bytes for f in result.files}
+    assert set(sizes) == SIX
+    float32 = sizes["model_float32.tflite"]
+    assert 0.45 < sizes["model_float16.tflite"] / float32 < 0.6  # half the weight bytes
+    for quantized in ("model_dynamic.tflite", "model_int8.tflite", "model_int8.onnx"):
+        assert sizes[quantized] / float32 < 0.35  # a quarter of the weight bytes, plus graph
+    record = json.loads((artifacts / "export.json").read_text())
+    assert record["calibration"] == {
+        "images": 100,
+        "source": "first 100 MNIST training images",
+        "onnx_method": "minmax",
+        "per_channel": True,
+    }
+    assert {f["format"] for f in record["files"]} == set(FORMATS)
+
+
+@pytest.mark.slow
+def test_onnx_int8_is_qdq_per_channel(exported_all):
+    onnx = pytest.importorskip("onnx")
+    artifacts, _ = exported_all
+    graph = onnx.load(str(artifacts / "model_int8.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    initializers = {init.name: init for init in graph.initializer}
+    # A per-channel weight DequantizeLinear carries one scale per output channel (32 or 64).
+    channel_scales = [
+        initializers[node.input[1]].dims[0]
+        for node in graph.node
+        if node.op_type == "DequantizeLinear"
+        and node.input[1] in initializers
+        and len(initializers[node.input[1]].dims) == 1
+    ]
+    assert 32 in channel_scales and 64 in channel_scales
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights_same_int8_bytes(tmp_path, mnist):
+    folders = []
+    for run in ("first", "second"):
+        artifacts = tmp_path / run
+        train(mnist, artifacts, epochs=1, limit=3000, seed=7)
+        export(artifacts, mnist, int8=True, calibration_size=50)
+        folders.append(artifacts)
+    first, second = (load_keras_model(f / "model.keras").get_weights() for f in folders)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    digests = [sha256_file(f / "model_int8.tflite") for f in folders]
+    assert digests[0] == digests[1]
+    assert sha256_file(folders[0] / "model_float32.tflite") == sha256_file(
+        folders[1] / "model_float32.tflite"
+    )
+
+
+def test_records_hold_what_reproduces_a_run(trained, exported):
+    artifacts, _ = trained
+    record = json.loads((artifacts / "train.json").read_text())
+    assert {"seed", "epochs", "batch_size", "limit", "data_sha256", "versions"} <= set(record)
+    assert {"tensorflow", "keras", "numpy", "python"} <= set(record["versions"])
+    exported_dir, _ = exported
+    export_record = json.loads((exported_dir / "export.json").read_text())
+    assert export_record["source_sha256"] == sha256_file(exported_dir / "model.keras")
+    assert export_record["calibration"]["images"] == 100
+    assert {"tensorflow", "tf2onnx", "onnxruntime"} <= set(export_record["versions"])

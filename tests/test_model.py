@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mnist_edge.errors import MnistEdgeError, ModelError
@@ -82,3 +83,11 @@ def test_cosine_schedule_is_recorded(tmp_path, mnist):
     record = json.loads((tmp_path / "train.json").read_text())
     assert record["schedule"] == "cosine" and record["learning_rate"] == 0.002
     assert result.test_accuracy > 0.5
+
+
+def test_other_seed_other_weights(tmp_path, mnist, trained):
+    _, reference = trained
+    other = train(mnist, tmp_path, epochs=1, limit=3000, seed=8)
+    weights = load_keras_model(tmp_path / "model.keras").get_weights()
+    assert other.seed == 8
+    assert not np.array_equal(weights[0], load_keras_model(reference.model_path).get_weights()[0])

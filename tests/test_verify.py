@@ -7,19 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from mnist_edge.artifacts import EXPORT_FILES
+from mnist_edge.compare import per_class_accuracy
 from mnist_edge.errors import MnistEdgeError, ModelError
-from mnist_edge.verify import compare, verify
-
-pytestmark = pytest.mark.slow
-
-
-def test_compare_is_plain_numpy():
-    ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
-    out = np.array([[0.7, 0.3], [0.6, 0.4], [0.6, 0.4]], np.float32)
-    metrics = compare(ref, out, labels=np.array([0, 1, 1]))
-    assert metrics["accuracy"] == pytest.approx(1 / 3)
-    assert metrics["agreement"] == pytest.approx(2 / 3)
-    assert metrics["max_abs_diff"] == pytest.approx(0.4)
+from mnist_edge.verify import verify
 
 
 def test_verify_passes_and_writes_the_contract(exported, mnist):
@@ -90,3 +81,32 @@ def test_verify_rejects_bad_options(exported, mnist, kwargs, message):
 def test_verify_needs_exports(tmp_path, mnist):
     with pytest.raises(MnistEdgeError, match="no .tflite or .onnx exports"):
         verify(tmp_path, mnist)
+
+
+@pytest.mark.slow
+def test_parity_report_on_all_formats(exported_all, mnist):
+    artifacts, _ = exported_all
+    report = verify(artifacts, mnist)
+    assert report, report.failures
+    rows = {r.artifact: r for r in report.results}
+    assert set(rows) == set(EXPORT_FILES.values())
+    for row in report.results:
+        assert sum(map(sum, row.confusion)) == 10000
+        assert row.per_class_accuracy == per_class_accuracy(np.array(row.confusion))
+        assert len(row.disagreements) == round((1 - row.agreement) * 10000)
+        for d in row.disagreements[:5]:
+            assert d.keras != d.export
+        assert 0.99 < row.cosine_similarity <= 1.0 + 1e-9
+    # Float formats keep Keras' numbers; quantized ones stay close (quick model: 2 epochs).
+    assert rows["model_float32.tflite"].agreement == 1.0
+    assert rows["model.onnx"].agreement >= 0.9999
+    assert abs(rows["model_float16.tflite"].delta_pp) <= 0.05
+    for name in ("model_int8.tflite", "model_int8.onnx", "model_dynamic.tflite"):
+        assert abs(rows[name].delta_pp) <= 1.0 and rows[name].agreement >= 0.98
+    cross = report.cross_agreement
+    assert cross.models[0] == "model.keras (keras)" and len(cross.models) == 7
+    matrix = np.array(cross.matrix)
+    assert np.allclose(matrix, matrix.T) and np.all(np.diag(matrix) == 1.0)
+    record = json.loads((artifacts / "verify.json").read_text())
+    assert record["cross_agreement"]["matrix"] == cross.matrix
+    assert "disagreements" in record["results"][0] and "confusion" in record["reference"]

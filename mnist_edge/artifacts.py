@@ -113,3 +113,11 @@ def load_record(folder: Path, kind: str, path: Path | None = None) -> Any:
             f"{path}: {exc} (written by another mnist-edge version?); run `mnist-edge "
             f"{kind}` again."
         ) from None
+
+
+def unchanged(folder: Path, name: str, sha256: str) -> bool:
+    """Whether a file a record describes is still there with the bytes it described."""
+    from mnist_edge.files import sha256_file
+
+    path = Path(folder) / name
+    return path.is_file() and sha256_file(path) == sha256

@@ -181,7 +181,9 @@ def bench(
     exports = resolve_exports(artifacts, models, also=_keras_models(artifacts, runtimes))
     selected = runtimes or (None if xnnpack else ["litert-ref", "onnxruntime", "keras"])
     # Every file is opened before any timing: one that will not load stops the run up front.
-    loaded = {n: open_runners(exports, selected, n, ort_optimization) for n in thread_counts}
+    opened = {n: open_runners(exports, selected, n, ort_optimization) for n in thread_counts}
+    loaded = {n: runners for n, (runners, _) in opened.items()}
+    unsupported = opened[thread_counts[0]][1]
     images = to_float(ensure_mnist(data).x_test[:SAMPLE_IMAGES])
     rooflines = {n: measure_roofline(n) for n in thread_counts} if roofline else {}
     costs: dict[Path, ModelCost] = {}
@@ -213,6 +215,7 @@ def bench(
     rows = _with_keras_speedups(rows)
     chart = _chart(rows)
     report = BenchReport(
+        unsupported=unsupported,
         machine=detect_machine(),
         versions=library_versions(
             "ai-edge-litert", "onnxruntime", "tflite-micro", "tensorflow", "keras", "numpy"

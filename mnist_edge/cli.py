@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +18,7 @@ from typer.core import TyperGroup
 from mnist_edge import __version__, options
 from mnist_edge.artifacts import INT8_TFLITE
 from mnist_edge.errors import CheckFailed, MnistEdgeError
+from mnist_edge.files import native_stderr_captured
 
 # Exit codes, decided here only: 0 done, 1 a check ran and failed, 2 bad input or setup.
 EXIT_CHECK_FAILED = 1
@@ -141,13 +144,29 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also show the engines' own log lines (TensorFlow, TFLM)."
+        ),
+    ] = False,
 ) -> None:
     """Progress and logs go to stderr; stdout carries only the table or the JSON."""
+    if not verbose:
+        # TensorFlow reads this once, at import: set before any command can import it.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        # C/C++ log lines (absl's oneDNN and CUDA notices, TFLM's prints) to a capture for the
+        # whole command; what Python writes to stderr (ours) still shows.
+        ctx.with_resource(native_stderr_captured())
+        for name in ("tensorflow", "absl", "tf2onnx", "h5py"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"(tensorflow|keras|tf2onnx|onnxruntime)\b")
     # Our progress at INFO; other libraries' loggers (tf2onnx is chatty) at WARNING.
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s", force=True)
     logging.getLogger("mnist_edge").setLevel(logging.WARNING if quiet else logging.INFO)
@@ -252,20 +271,22 @@ def train(
     `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
     """
     from mnist_edge.model import train as train_model
-    from mnist_edge.render import epoch_line, train_table
+    from mnist_edge.render import StepProgress, epoch_line, train_table
 
-    result = train_model(
-        data,
-        artifacts,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        limit=limit,
-        learning_rate=learning_rate,
-        schedule=Schedule(schedule).value,
-        overwrite=overwrite,
-        on_epoch=lambda stats: logging.getLogger("mnist_edge").info(epoch_line(stats, epochs)),
-    )
+    with StepProgress(enabled=not as_json) as progress:
+        result = train_model(
+            data,
+            artifacts,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            limit=limit,
+            learning_rate=learning_rate,
+            schedule=Schedule(schedule).value,
+            overwrite=overwrite,
+            on_epoch=lambda stats: logging.getLogger("mnist_edge").info(epoch_line(stats, epochs)),
+            on_step=lambda epoch, step, steps: progress(f"epoch {epoch}/{epochs}", step, steps),
+        )
     _emit(result, train_table, as_json)
 
 

@@ -6,7 +6,7 @@ import io
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,9 @@ from mnist_edge.artifacts import (
     EXPORT_JSON,
     MODEL_FILE,
     REFERENCE_FILE,
+    find_exports,
     library_versions,
+    load_record,
     record_payload,
 )
 from mnist_edge.data import IDX_FILES, IMAGE_SHAPE, Mnist, ensure_mnist, to_float
@@ -185,6 +187,47 @@ def convert_onnx_int8(
         return target.read_bytes()
 
 
+def _earlier_record(artifacts: Path) -> ExportResult | None:
+    try:
+        return load_record(artifacts, "export")
+    except MnistEdgeError as exc:
+        log.info("Not reusing %s: %s", EXPORT_JSON, exc)
+        return None
+
+
+def describe_others(
+    artifacts: Path, earlier: ExportResult | None, written: set[str]
+) -> list[ExportedFile]:
+    """Entries for the exports in the folder that this run did not write, so the record
+    describes the whole folder: an earlier entry is kept only for the very bytes it described
+    (by SHA-256); any other export file is listed as found, with its own digest."""
+    recorded = {f.name: f for f in earlier.files} if earlier is not None else {}
+    formats = {file: name for name, file in EXPORT_FILES.items()}
+    others = []
+    for path in find_exports(artifacts):
+        if path.name in written:
+            continue
+        digest = sha256_file(path)
+        entry = recorded.get(path.name)
+        if entry is not None and entry.sha256 == digest:
+            others.append(replace(entry, origin="kept"))
+            continue
+        if entry is not None:
+            log.info("%s changed since it was exported: described anew", path.name)
+        others.append(
+            ExportedFile(
+                name=path.name,
+                format=formats.get(path.name, "unknown"),
+                bytes=path.stat().st_size,
+                sha256=digest,
+                description="found in the folder, not written by mnist-edge export "
+                "(or changed since)",
+                origin="found",
+            )
+        )
+    return others
+
+
 def resolve_formats(formats: list[str] | None, int8: bool) -> list[str]:
     """Expand `all`, add tflite-int8 for --int8, check names; keeps the table's order."""
     requested = set(formats or DEFAULT_FORMATS)
@@ -284,17 +327,28 @@ def export(
             )
         )
     calibrated = any(FORMATS[name].calibrated for name in names)
-    result = ExportResult(
-        source=str(source),
-        source_sha256=source_sha256,
-        files=files,
-        calibration=Calibration(
+    earlier = _earlier_record(artifacts)
+    files += describe_others(artifacts, earlier, written={f.name for f in files})
+    calibration = (
+        Calibration(
             images=calibration_size,
             source=f"first {calibration_size} MNIST training images",
             onnx_method=onnx_calibration,
         )
         if calibrated
-        else None,
+        else None
+    )
+    if calibration is None and earlier is not None:
+        kept_calibrated = any(
+            f.origin == "kept" and f.format in FORMATS and FORMATS[f.format].calibrated
+            for f in files
+        )
+        calibration = earlier.calibration if kept_calibrated else None
+    result = ExportResult(
+        source=str(source),
+        source_sha256=source_sha256,
+        files=files,
+        calibration=calibration,
         onnx_opset=ONNX_OPSET,
         keras_test_accuracy=keras_accuracy,
         data_sha256=dict(mnist.sha256),

@@ -167,3 +167,42 @@ def capture_native_output(fds: tuple[int, ...] = (1, 2)) -> Iterator[list[str]]:
         finally:
             sink.seek(0)
             captured.append(sink.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Keep C and C++ libraries' log lines (TensorFlow's absl logging, TFLM's prints) off the
+    terminal for the block, while Python's own stderr (our progress, errors, tracebacks) stays.
+
+    File descriptor 2 is pointed at a temporary file; `sys.stderr`, where it wrote to that same
+    descriptor, is replaced by a stream on a copy of the real one. Yields a list that holds the
+    captured text once the block ends (to show when something went wrong).
+    """
+    import io
+    import sys
+
+    captured: list[str] = []
+    try:
+        own = sys.stderr.fileno() == 2
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        own = False  # a test runner's buffer: Python's writes never reach descriptor 2 anyway
+    saved_stream = sys.stderr
+    real = os.dup(2)
+    # Closed in the finally below, after the block: not a `with` of its own.
+    stream = open(real, "w", buffering=1, closefd=False, errors="replace") if own else None  # noqa: SIM115
+    with tempfile.TemporaryFile() as sink:
+        _flush_all()
+        os.dup2(sink.fileno(), 2)
+        if stream is not None:
+            sys.stderr = stream
+        try:
+            yield captured
+        finally:
+            _flush_all()
+            if stream is not None:
+                sys.stderr = saved_stream
+                stream.close()
+            os.dup2(real, 2)
+            os.close(real)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))

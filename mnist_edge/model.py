@@ -101,8 +101,12 @@ def train(
     schedule: str = "constant",
     overwrite: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
-    """Train the seed CNN as the seed does (Adam, 10% held out); save model.keras, train.json."""
+    """Train the seed CNN as the seed does (Adam, 10% held out); save model.keras, train.json.
+
+    `on_epoch` gets each epoch's figures; `on_step(epoch, step, steps)` each batch's end.
+    """
     for name, value in (("epochs", epochs), ("batch size", batch_size), ("limit", limit)):
         if value is not None and value < 1:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive integer.")
@@ -126,8 +130,8 @@ def train(
     model = build_model()
     if schedule == "cosine":
         # Decays to zero over the whole run: a larger start rate, and the last steps fine-tune.
-        steps = epochs * -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+        total = epochs * -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, total)
     else:
         rate = learning_rate
     model.compile(
@@ -137,8 +141,15 @@ def train(
     )
     history: list[EpochStats] = []
 
+    steps = -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
+
     class Progress(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if on_step is not None:
+                on_step(self.epoch, batch + 1, steps)
+
         def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
             self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from packaging.version import Version
 
 from mnist_edge.errors import ModelError
 from mnist_edge.runtimes import TensorSpec
@@ -162,8 +161,37 @@ def _item_bytes(dtype: str) -> int:
         return 0  # strings, resources, variants: no fixed size, and no such tensor in our models
 
 
+def _check_tensor(t, index: int, shape, dtype: str, buffer, quant, buffers: int) -> None:
+    """ValueError for a tensor no engine should be handed: the engines' own loaders trust many of
+    these fields (TFLM has no flatbuffer verifier), and a hostile file can crash them."""
+    where = f"tensor {index}"
+    if dtype.startswith("type"):
+        raise ValueError(f"{where} has unknown type {t.Type()}")
+    if t.Buffer() >= buffers:
+        raise ValueError(f"{where} names buffer {t.Buffer()} of {buffers}")
+    if any(d < 0 for d in shape) or math.prod(shape) > 1 << 31:
+        raise ValueError(f"{where} has shape {list(shape)}")
+    if buffer is not None and buffer.DataLength() > 0:
+        expected = math.prod(shape) * _item_bytes(dtype)
+        if expected and buffer.DataLength() != expected:
+            raise ValueError(
+                f"{where} holds {buffer.DataLength()} bytes; its shape needs {expected}"
+            )
+    if quant is not None and quant.ScaleLength():
+        scales, zero_points = quant.ScaleLength(), quant.ZeroPointLength()
+        if zero_points not in (0, scales):
+            raise ValueError(f"{where} has {scales} scales and {zero_points} zero points")
+        axis = quant.QuantizedDimension()
+        if scales > 1 and not (0 <= axis < len(shape) and shape[axis] == scales):
+            raise ValueError(f"{where} has {scales} scales along axis {axis} of {list(shape)}")
+
+
 def read_model(data: bytes, origin: str = "model") -> ModelInfo:
-    """Parse a .tflite flatbuffer with LiteRT's own schema module; ModelError if it is not one."""
+    """Parse a .tflite flatbuffer with LiteRT's own schema module; ModelError if it is not one.
+
+    Beyond parsing, the fields engines trust are checked (tensor and buffer indices, data sizes,
+    quantization arrays), so a corrupt file is refused here, by name, before any engine sees it.
+    """
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelError(f"{origin}: not a TFLite flatbuffer (no TFL3 identifier).")
     from ai_edge_litert import schema_py_generated as schema
@@ -199,6 +227,7 @@ def read_model(data: bytes, origin: str = "model") -> ModelInfo:
             constant = buffer is not None and (buffer.DataLength() > 0 or buffer.Offset() > 1)
             quant = t.Quantization()
             scales = quant.ScaleLength() if quant is not None else 0
+            _check_tensor(t, i, shape, dtype, buffer, quant, model.BuffersLength())
             tensors.append(
                 TensorInfo(
                     name=(t.Name() or b"").decode(errors="replace"),
@@ -218,6 +247,12 @@ def read_model(data: bytes, origin: str = "model") -> ModelInfo:
         for i in range(graph.OperatorsLength()):
             op = graph.Operators(i)
             name, version = opcodes[op.OpcodeIndex()]
+            indices = [
+                *(op.InputsAsNumpy() if op.InputsLength() else ()),
+                *(op.OutputsAsNumpy() if op.OutputsLength() else ()),
+            ]
+            if any(not -1 <= x < len(tensors) for x in indices):
+                raise ValueError(f"operator {i} ({name}) names a tensor out of range")
             operators.append(
                 OperatorInfo(
                     op=name,
@@ -238,6 +273,13 @@ def read_model(data: bytes, origin: str = "model") -> ModelInfo:
                 min_runtime = raw.rstrip(b"\0").decode(errors="replace") or None
             elif entry.Name() == b"CONVERSION_METADATA" and raw:
                 tf_version, api, modes = _conversion_metadata(raw)
+        # Read like any engine's loader would, though we need neither: a damaged offset here
+        # breaks TFLM's Python unpacking.
+        if model.MetadataBufferLength():
+            model.MetadataBufferAsNumpy()
+        ends = [*graph.InputsAsNumpy(), *graph.OutputsAsNumpy()]
+        if not ends or any(not 0 <= x < len(tensors) for x in ends):
+            raise ValueError("the graph's inputs or outputs name no tensor")
         return ModelInfo(
             schema_version=int(model.Version()),
             description=(model.Description() or b"").decode(errors="replace"),
@@ -335,6 +377,8 @@ def op_uses(info: ModelInfo) -> list[OpUse]:
 
 def min_runtime(info: ModelInfo) -> MinRuntime:
     """The newest per-op minimum; ops missing from the table are named, unlike the converter's."""
+    from packaging.version import Version
+
     uses = op_uses(info)
     known = [u.min_runtime for u in uses if u.min_runtime]
     unknown = [f"{u.name} v{u.version}" for u in uses if u.min_runtime is None]

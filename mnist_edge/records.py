@@ -67,6 +67,15 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Unsupported:
+    """An export and a runtime that `--runtime all` paired but that cannot run it, and why."""
+
+    artifact: str
+    runtime: str
+    reason: str
+
+
 # --------------------------------------------------------------------------- train.json
 
 
@@ -117,6 +126,8 @@ class ExportedFile:
     sha256: str
     description: str = ""
     seconds: float | None = None
+    # "written" by this export, "kept" from an earlier one (same bytes), or "found" in the folder
+    origin: str = "written"
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,7 @@ class VerifyReport:
     images: int
     tolerance_pp: float
     failures: list[str]
+    unsupported: list[Unsupported] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return not self.failures
@@ -288,6 +300,7 @@ class BenchReport:
     settings: dict = field(default_factory=dict)
     rooflines: list[Roofline] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    unsupported: list[Unsupported] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------- manifest.json (bundle)

@@ -87,13 +87,22 @@ def train_table(result: TrainResult) -> Table:
 
 
 def export_table(result: ExportResult) -> Table:
-    """Each file written, with its size."""
+    """Each export in the folder, with its size: written now, kept from before, or found."""
     table = Table(title=f"Exported {result.source}")
-    for column in ("file", "format", "size", "bytes", "sha256"):
+    for column in ("file", "format", "size", "bytes", "sha256", "this run"):
         table.add_column(column, justify="right" if column in ("size", "bytes") else "left")
     for f in result.files:
-        table.add_row(f.name, f.format, format_bytes(f.bytes), f"{f.bytes:,}", f.sha256[:16])
+        table.add_row(
+            f.name, f.format, format_bytes(f.bytes), f"{f.bytes:,}", f.sha256[:16], f.origin
+        )
     return table
+
+
+def _not_supported(reason: str):
+    """A table cell for a pair that cannot run: the reason's last clause (the JSON has it all)."""
+    from rich.text import Text
+
+    return Text(f"not supported: {reason.rsplit(': ', 1)[-1]}", style="dim", justify="left")
 
 
 VERIFY_COLUMNS = (
@@ -138,6 +147,8 @@ def verify_table(report: VerifyReport) -> Group:
     for r in report.results:
         cells = verify_cells(r)
         table.add_row(*cells[:-1], "yes" if r.passed else "[red]NO[/red]")
+    for u in report.unsupported:
+        table.add_row(u.artifact, u.runtime, _not_supported(u.reason))
     cross = report.cross_agreement
     matrix = Table(title="Agreement of predicted classes between every two models")
     matrix.add_column("")
@@ -195,6 +206,8 @@ def bench_table(report: BenchReport) -> Group:
         if footprint:
             cells += [maybe(r.arena_bytes, ","), maybe(r.flash_bytes, ",")]
         table.add_row(*cells)
+    for u in report.unsupported:
+        table.add_row(u.artifact, u.runtime, _not_supported(u.reason))
     notes = [
         f"Roofline, {roof.threads} thread(s): float32 {maybe(roof.float32_gmacs, '.1f')}, "
         f"int8 {maybe(roof.int8_gmacs, '.1f')} GMAC/s ({roof.note})"
@@ -289,3 +302,39 @@ def report_table(page: ReportPage) -> Table:
     for name in page.missing:
         table.add_row(f"[dim]missing: {name}[/dim]")
     return table
+
+
+class StepProgress:
+    """A progress bar with ETA on stderr, one task per stage (an epoch, a build), or nothing
+    when stderr is not a terminal or the output is JSON. Use as a context manager; call it with
+    (label, done, total)."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not (enabled and console.is_terminal),
+        )
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> StepProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label not in self._tasks:
+            for task in self._tasks.values():  # the earlier stage is over
+                self._progress.remove_task(task)
+            self._tasks = {label: self._progress.add_task(label, total=total)}
+        self._progress.update(self._tasks[label], completed=done, total=total)

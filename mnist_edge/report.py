@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_edge.artifacts import INT8_TFLITE, MODEL_FILE, RECORDS, REPORT_HTML, load_record
+from mnist_edge.artifacts import (
+    INT8_TFLITE,
+    MODEL_FILE,
+    RECORDS,
+    REPORT_HTML,
+    load_record,
+    unchanged,
+)
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.records import BenchReport, ExportResult, TrainResult, VerifyReport
 from mnist_edge.render import VERIFY_COLUMNS, format_bytes, verify_cells
@@ -53,7 +60,7 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _training_section(train: TrainResult) -> tuple[str, str, int]:
+def _training_section(train: TrainResult, folder: Path) -> tuple[str, str, int]:
     from mnist_edge import charts
 
     summary = (
@@ -65,11 +72,19 @@ def _training_section(train: TrainResult) -> tuple[str, str, int]:
     return "Training", summary + _img(charts.training_curves(train.history), "curves"), 1
 
 
-def _exports_section(export: ExportResult) -> tuple[str, str, int]:
+def _exports_section(export: ExportResult, folder: Path) -> tuple[str, str, int]:
     from html import escape
 
+    # An entry counts only for the bytes it describes: a file changed since is said to be.
     rows = [
-        [f.name, f.format, f"{f.bytes:,}", format_bytes(f.bytes), f.sha256[:16]]
+        [
+            f.name,
+            f.format,
+            f"{f.bytes:,}",
+            format_bytes(f.bytes),
+            f.sha256[:16],
+            "as recorded" if unchanged(folder, f.name, f.sha256) else "CHANGED or missing",
+        ]
         for f in export.files
     ]
     calibration = export.calibration
@@ -79,10 +94,11 @@ def _exports_section(export: ExportResult) -> tuple[str, str, int]:
         if calibration
         else ""
     )
-    return "Exports", _html_table(["file", "format", "bytes", "size", "sha256"], rows) + note, 0
+    header = ["file", "format", "bytes", "size", "sha256", "file now"]
+    return "Exports", _html_table(header, rows) + note, 0
 
 
-def _verify_section(verify: VerifyReport) -> tuple[str, str, int]:
+def _verify_section(verify: VerifyReport, folder: Path) -> tuple[str, str, int]:
     from mnist_edge import charts
 
     ref, results = verify.reference, verify.results
@@ -116,7 +132,7 @@ def _verify_section(verify: VerifyReport) -> tuple[str, str, int]:
     return "Verification against Keras", html, 2
 
 
-def _bench_section(bench: BenchReport) -> tuple[str, str, int]:
+def _bench_section(bench: BenchReport, folder: Path) -> tuple[str, str, int]:
     from html import escape
 
     from mnist_edge import charts
@@ -172,7 +188,7 @@ def build_report(artifacts) -> ReportPage:
     for name, record in records.items():
         if record is None:
             continue
-        title, html, charts_made = SECTIONS[name](record)
+        title, html, charts_made = SECTIONS[name](record, folder)
         sections.append(title)
         parts.append(f"<h2>{escape(title)}</h2>{html}")
         images += charts_made

@@ -161,3 +161,31 @@ def test_records_hold_what_reproduces_a_run(trained, exported):
     assert export_record["source_sha256"] == sha256_file(exported_dir / "model.keras")
     assert export_record["calibration"]["images"] == 100
     assert {"tensorflow", "tf2onnx", "onnxruntime"} <= set(export_record["versions"])
+
+
+def test_export_json_describes_every_export_in_the_folder_after_two_partial_exports(
+    exported_copy, mnist
+):
+    """A second, partial export merges: earlier entries kept for the same bytes, others found."""
+    (exported_copy / "export.json").unlink()
+    export(exported_copy, mnist, formats=["tflite-float16"], overwrite=True)
+    first = json.loads((exported_copy / "export.json").read_text())
+    assert {f["name"]: f["origin"] for f in first["files"]} == {
+        "model_float16.tflite": "written",
+        "model_float32.tflite": "found",
+        "model_int8.tflite": "found",
+        "model.onnx": "found",
+    }
+    (exported_copy / "model.onnx").write_bytes(b"changed bytes")
+    export(exported_copy, mnist, formats=["tflite-dynamic"], calibration_size=10)
+    second = json.loads((exported_copy / "export.json").read_text())
+    origins = {f["name"]: f["origin"] for f in second["files"]}
+    assert origins == {
+        "model_dynamic.tflite": "written",
+        "model_float16.tflite": "kept",
+        "model_float32.tflite": "kept",
+        "model_int8.tflite": "kept",
+        "model.onnx": "found",  # its bytes changed: described anew, not trusted
+    }
+    for entry in second["files"]:
+        assert entry["sha256"] == sha256_file(exported_copy / entry["name"])

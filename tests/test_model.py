@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -91,3 +94,24 @@ def test_other_seed_other_weights(tmp_path, mnist, trained):
     weights = load_keras_model(tmp_path / "model.keras").get_weights()
     assert other.seed == 8
     assert not np.array_equal(weights[0], load_keras_model(reference.model_path).get_weights()[0])
+
+
+TENSORFLOW_LOG = re.compile(r"^[IWEF]\d{4} |oneDNN|cuInit|NodeDef|absl::|cuda", re.M)
+
+
+@pytest.mark.slow
+def test_train_prints_no_tensorflow_log_lines_unless_verbose(tmp_path):
+    """A fresh process, as a user runs it: only our own lines on stderr (-v shows TF's too)."""
+    command = [sys.executable, "-m", "mnist_edge", "train", "--epochs", "1", "--limit", "500"]
+    quiet = subprocess.run(
+        [*command, "-a", str(tmp_path / "a")], capture_output=True, text=True, check=True
+    )
+    assert not TENSORFLOW_LOG.search(quiet.stderr), quiet.stderr[-2000:]
+    assert re.search(r"^epoch 1/1  loss", quiet.stderr, re.M)
+    verbose = subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "-v", *command[3:], "-a", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert TENSORFLOW_LOG.search(verbose.stderr)  # the switch shows what it hides

@@ -10,11 +10,12 @@ tflite-runtime 2.14 in its own virtual environment (`legacy_runner`).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_edge.errors import MnistEdgeError, ModelError
+from mnist_edge.errors import MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.options import DEFAULT_RUNTIME, ORT_OPTIMIZATION_LEVELS, RUNTIMES
 from mnist_edge.runtimes.base import (
     PREDICT_BATCH,
@@ -23,6 +24,8 @@ from mnist_edge.runtimes.base import (
     dequantize,
     quantize,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_RUNTIME",
@@ -38,6 +41,7 @@ __all__ = [
     "quantize",
     "runtimes_for",
     "select_runtimes",
+    "unsupported_reason",
 ]
 
 
@@ -96,20 +100,48 @@ class LoadedRunner:
     init_ms: float
 
 
+def unsupported_reason(path: Path, runtime: str) -> str | None:
+    """Why `runtime` cannot run this model file at all (not a fault of the file), or None."""
+    if runtime == "tflm" and Path(path).suffix == ".tflite":
+        from mnist_edge.model_info import model_kind, read_tflite, tflm_refusal
+
+        _, info = read_tflite(path)
+        return tflm_refusal(info, model_kind(info))
+    return None
+
+
 def open_runners(
     paths: list[Path], runtimes: list[str] | None, threads: int = 1, ort_optimization: str = "all"
-) -> list[LoadedRunner]:
+) -> tuple[list[LoadedRunner], list]:
     """Open a runner per file and runtime before any work, naming every file that won't load.
 
     A file that cannot be loaded is bad input: the caller stops before measuring or writing.
+    With `all`, a pair that cannot run (TFLM and a float16 model) or whose engine is not
+    installed (the [micro] extra) is returned as `Unsupported` instead, missing extras named
+    once on the log; a runtime asked for by name stays an error.
     """
-    loaded, errors = [], []
+    from mnist_edge.records import Unsupported
+
+    everything = bool(runtimes) and "all" in runtimes
+    loaded, errors, unsupported, missing = [], [], [], {}
     for path in paths:
         for runtime in select_runtimes(path, runtimes):
             started = time.perf_counter_ns()
             try:
+                reason = unsupported_reason(path, runtime)
+                if reason is not None:
+                    if not everything:
+                        raise ModelError(f"{path}: {runtime} cannot run it: {reason}.")
+                    unsupported.append(Unsupported(Path(path).name, runtime, reason))
+                    continue
                 runner = open_runner(path, runtime, threads, ort_optimization)
                 runner.set_batch(1)
+            except MissingDependencyError as exc:
+                if not everything:
+                    raise
+                missing.setdefault(runtime, str(exc))
+                unsupported.append(Unsupported(Path(path).name, runtime, "not installed"))
+                continue
             except ModelError as exc:
                 errors.append(str(exc))
                 continue
@@ -117,7 +149,9 @@ def open_runners(
             loaded.append(LoadedRunner(Path(path), runtime, runner, init_ms))
     if errors:
         raise ModelError("; ".join(errors))
-    return loaded
+    for runtime, why in missing.items():
+        log.warning("Skipping %s: %s", runtime, why)
+    return loaded, unsupported
 
 
 # The runner classes, imported on first use: `from mnist_edge.runtimes import LiteRTRunner`

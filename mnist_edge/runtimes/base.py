@@ -75,6 +75,13 @@ class Runner:
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file.")
 
+    def _check_flatbuffer(self) -> None:
+        """Refuse a corrupt .tflite before an engine sees it: LiteRT and TFLM trust fields that
+        a damaged or hostile file can make point anywhere (TFLM crashed on such a file)."""
+        from mnist_edge.model_info import read_tflite
+
+        read_tflite(self.path)
+
     def _check_io(self) -> None:
         check_spec(self.path, self.input, IMAGE_SHAPE, "input")
         check_spec(self.path, self.output, (NUM_CLASSES,), "output")

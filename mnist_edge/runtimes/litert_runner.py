@@ -29,6 +29,7 @@ class LiteRTRunner(Runner):
 
     def __init__(self, path: Path, threads: int = 1, xnnpack: bool = True):
         super().__init__(path, threads)
+        self._check_flatbuffer()
         from ai_edge_litert import interpreter as litert
 
         self.xnnpack = xnnpack

@@ -4,6 +4,7 @@ arena probes the bundle's bisection uses."""
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ class TFLMRunner(Runner):
 
     def __init__(self, path: Path, arena_size: int = TFLM_DEFAULT_ARENA):
         super().__init__(path, threads=1)
+        self._check_flatbuffer()
         runtime = _runtime()
         self.arena_size = arena_size
         # TFLM prints from C while it builds the interpreter (and why it fails): keep it off the
@@ -45,7 +47,8 @@ class TFLMRunner(Runner):
                     str(self.path), arena_size=arena_size
                 )
                 error = None
-            except (RuntimeError, ValueError) as exc:
+            # Its Python side unpacks the whole flatbuffer first (struct/index errors there).
+            except (RuntimeError, ValueError, IndexError, TypeError, struct.error) as exc:
                 error = exc
         if error is not None:
             reason = _native_reason(text[0], error)

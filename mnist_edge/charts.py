@@ -124,3 +124,19 @@ def bench_chart(results: list[BenchRow]) -> bytes:
     png = _png(fig)
     plt.close(fig)
     return png
+
+
+def digits(images: np.ndarray, captions: list[str], per_row: int = 10) -> bytes:
+    """MNIST digits (uint8 N×28×28) in a grid, each with its caption beneath."""
+    plt = _pyplot()
+    rows = -(-len(images) // per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 1.1, rows * 1.35), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=7)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png

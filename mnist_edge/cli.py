@@ -508,16 +508,21 @@ def bundle(
 
 
 @app.command()
-def report(artifacts: ArtifactsOption = DEFAULT_ARTIFACTS, as_json: JsonOption = False) -> None:
+def report(
+    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
+    data: DataOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Write artifacts/report.html: one self-contained page with every record and its charts.
 
     Training curves, exports and sizes, the verify table, confusion matrices of Keras and the
-    int8 model, per-class accuracy, the bench chart and table. Example: `mnist-edge report`
+    int8 model, the digits on which they disagree, per-class accuracy, the bench chart and
+    table, and the device: the bundle's manifest. Example: `mnist-edge report`
     """
     from mnist_edge.render import report_table
     from mnist_edge.report import build_report
 
-    _emit(build_report(artifacts), report_table, as_json)
+    _emit(build_report(artifacts, data), report_table, as_json)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ Built from the typed records (`artifacts.load_record`), with the charts embedded
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,16 @@ from mnist_edge.artifacts import (
     unchanged,
 )
 from mnist_edge.errors import MnistEdgeError
-from mnist_edge.records import BenchReport, ExportResult, TrainResult, VerifyReport
+from mnist_edge.records import (
+    BenchReport,
+    BundleResult,
+    ExportResult,
+    TrainResult,
+    VerifyReport,
+)
 from mnist_edge.render import VERIFY_COLUMNS, format_bytes, verify_cells
+
+log = logging.getLogger(__name__)
 
 DISAGREEMENTS_SHOWN = 20
 PAGE_STYLE = """
@@ -60,7 +69,7 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _training_section(train: TrainResult, folder: Path) -> tuple[str, str, int]:
+def _training_section(train: TrainResult, context: Context) -> tuple[str, str, int]:
     from mnist_edge import charts
 
     summary = (
@@ -72,7 +81,7 @@ def _training_section(train: TrainResult, folder: Path) -> tuple[str, str, int]:
     return "Training", summary + _img(charts.training_curves(train.history), "curves"), 1
 
 
-def _exports_section(export: ExportResult, folder: Path) -> tuple[str, str, int]:
+def _exports_section(export: ExportResult, context: Context) -> tuple[str, str, int]:
     from html import escape
 
     # An entry counts only for the bytes it describes: a file changed since is said to be.
@@ -83,7 +92,7 @@ def _exports_section(export: ExportResult, folder: Path) -> tuple[str, str, int]
             f"{f.bytes:,}",
             format_bytes(f.bytes),
             f.sha256[:16],
-            "as recorded" if unchanged(folder, f.name, f.sha256) else "CHANGED or missing",
+            "as recorded" if unchanged(context.folder, f.name, f.sha256) else "CHANGED or missing",
         ]
         for f in export.files
     ]
@@ -98,7 +107,7 @@ def _exports_section(export: ExportResult, folder: Path) -> tuple[str, str, int]
     return "Exports", _html_table(header, rows) + note, 0
 
 
-def _verify_section(verify: VerifyReport, folder: Path) -> tuple[str, str, int]:
+def _verify_section(verify: VerifyReport, context: Context) -> tuple[str, str, int]:
     from mnist_edge import charts
 
     ref, results = verify.reference, verify.results
@@ -118,21 +127,28 @@ def _verify_section(verify: VerifyReport, folder: Path) -> tuple[str, str, int]:
     per_class = {"Keras": ref.per_class_accuracy}
     per_class.update({f"{r.artifact} ({r.runtime})": r.per_class_accuracy for r in results})
     html += _img(charts.confusion_matrices(matrices), "confusion matrices")
+    pictures = 0
     if int8 and int8.disagreements:
         shown = int8.disagreements[:DISAGREEMENTS_SHOWN]
         html += (
             f"<p>Test images on which {int8.artifact} ({int8.runtime}) and Keras disagree: "
-            f"{len(int8.disagreements)} (all in verify.json).</p>"
-            + _html_table(
-                ["test image", "label", "Keras", int8.artifact],
-                [[d.index, d.label, d.keras, d.export] for d in shown],
-            )
+            f"{len(int8.disagreements)} (all in verify.json); each with its label, then "
+            f"Keras' class and {int8.artifact}'s.</p>"
+        )
+        images = context.test_images()
+        if images is not None:
+            captions = [f"#{d.index}: {d.label}\nKeras {d.keras}, int8 {d.export}" for d in shown]
+            html += _img(charts.digits(images[[d.index for d in shown]], captions), "disagreements")
+            pictures = 1
+        html += _html_table(
+            ["test image", "label", "Keras", int8.artifact],
+            [[d.index, d.label, d.keras, d.export] for d in shown],
         )
     html += _img(charts.per_class_accuracy(per_class), "per-class accuracy")
-    return "Verification against Keras", html, 2
+    return "Verification against Keras", html, 2 + pictures
 
 
-def _bench_section(bench: BenchReport, folder: Path) -> tuple[str, str, int]:
+def _bench_section(bench: BenchReport, context: Context) -> tuple[str, str, int]:
     from html import escape
 
     from mnist_edge import charts
@@ -161,16 +177,94 @@ def _bench_section(bench: BenchReport, folder: Path) -> tuple[str, str, int]:
     return "Benchmark", html, 1
 
 
+def _device_section(bundle: BundleResult, context: Context) -> tuple[str, str, int]:
+    """The bundle a device gets: footprint, operators, golden vectors, who reproduces them."""
+    from html import escape
+
+    a = bundle.arena
+    facts = [
+        ["model", f"{bundle.model} ({bundle.kind})"],
+        ["flash (model bytes)", f"{bundle.flash_bytes:,} B"],
+        [
+            "TFLM tensor arena",
+            f"{bundle.arena_bytes:,} B measured ({a.measured_with}); "
+            f"estimate {a.estimate_bytes:,} B ({a.error_pct:+.1f}%)",
+        ],
+        ["resolver", f"{bundle.tflm_resolver}: {', '.join(bundle.tflm_calls)}"],
+        ["operators", ", ".join(f"{o.name} v{o.version}×{o.count}" for o in bundle.ops)],
+        ["oldest runtime", str(bundle.min_runtime.version)],
+        ["per image", f"{bundle.macs:,} MACs, {bundle.params:,} parameters"],
+        [
+            "golden vectors",
+            f"{bundle.golden.get('count')} from {bundle.golden.get('outputs_from')}",
+        ],
+    ]
+    facts += [
+        [f"accuracy on {r.runtime}", f"{r.accuracy:.4f} on {r.images:,} ({r.source})"]
+        for r in bundle.accuracy
+    ]
+    facts += [
+        [
+            f"{g.a} vs {g.b}",
+            f"bit-identical {g.bit_identical:,}/{g.images:,}, same class {g.same_class:,}, "
+            f"max |Δ| {g.max_abs_diff:g}",
+        ]
+        for g in bundle.agreement
+    ]
+    proofs = [
+        [
+            p.runtime,
+            p.package,
+            "yes" if p.loaded else "no",
+            f"{p.golden_identical}/{p.golden_count}" if p.golden_identical is not None else "–",
+            "–" if p.golden_max_abs_diff is None else f"{p.golden_max_abs_diff:g}",
+            p.note,
+        ]
+        for p in bundle.proven_runtimes
+    ]
+    html = (
+        f"<p>The bundle in {escape(bundle.out)} (<code>manifest.json</code>).</p>"
+        + _html_table(["item", "value"], facts)
+        + "<p>Runtimes that loaded the bundled model here, and the golden vectors each "
+        "reproduced bit for bit:</p>"
+        + _html_table(["runtime", "package", "loaded", "golden", "max |Δ|", "note"], proofs)
+    )
+    return "Device", html, 0
+
+
 SECTIONS = {
     "train": _training_section,
     "export": _exports_section,
     "verify": _verify_section,
     "bench": _bench_section,
+    "bundle": _device_section,
 }
 
 
-def build_report(artifacts) -> ReportPage:
-    """Gather train/export/verify/bench records and their charts into artifacts/report.html."""
+class Context:
+    """What a section may need besides its record: the folder, and MNIST's test digits (loaded
+    once, only if a section draws them; None where MNIST cannot be had)."""
+
+    def __init__(self, folder: Path, data: Path | None):
+        self.folder, self._data, self._images = folder, data, False
+
+    def test_images(self):
+        if self._images is False:
+            from mnist_edge.data import load_mnist
+
+            try:
+                self._images = load_mnist(self._data).x_test
+            except MnistEdgeError as exc:
+                log.warning("No digit pictures in the report: %s", exc)
+                self._images = None
+        return self._images
+
+
+def build_report(artifacts, data: Path | None = None) -> ReportPage:
+    """Gather the records of an artifacts folder and their charts into artifacts/report.html.
+
+    `data`: where MNIST is (as for every command), for the pictures of the disagreeing digits.
+    """
     from html import escape
 
     from mnist_edge.files import write_bytes_atomic
@@ -178,6 +272,7 @@ def build_report(artifacts) -> ReportPage:
     folder = Path(artifacts)
     if not folder.is_dir():
         raise MnistEdgeError(f"{folder}: no such artifacts folder.")
+    context = Context(folder, data)
     records = {name: load_record(folder, name) for name in SECTIONS}
     missing = [RECORDS[name][0] for name, record in records.items() if record is None]
     if len(missing) == len(records):
@@ -188,7 +283,7 @@ def build_report(artifacts) -> ReportPage:
     for name, record in records.items():
         if record is None:
             continue
-        title, html, charts_made = SECTIONS[name](record, folder)
+        title, html, charts_made = SECTIONS[name](record, context)
         sections.append(title)
         parts.append(f"<h2>{escape(title)}</h2>{html}")
         images += charts_made

@@ -454,3 +454,20 @@ def test_verify_rows_are_reused_only_for_the_bytes_they_verified(exported_copy, 
     assert set(_verify_rows(exported_copy, model)[0]) == {"tflm", "litert-ref"}
     export(exported_copy, mnist, int8=True, calibration_size=10, overwrite=True)
     assert _verify_rows(exported_copy, model)[0] == {}
+
+
+@pytest.mark.slow
+def test_the_report_shows_the_device_section(bundled, tmp_path):
+    from html import escape
+
+    from mnist_edge.report import build_report
+
+    artifacts, out, payload = bundled
+    folder = tmp_path / "artifacts"
+    shutil.copytree(artifacts, folder)
+    shutil.copytree(out, folder / "bundle")
+    page = build_report(folder)
+    assert "Device" in page.sections
+    html = (folder / "report.html").read_text()
+    assert f"{payload['arena_bytes']:,} B measured" in html
+    assert escape(payload["tflm_resolver"]) in html and "golden vectors" in html

@@ -45,9 +45,11 @@ def full_folder(tmp_path_factory, trained, exported, mnist):
 def test_report_gathers_every_record(full_folder):
     page = build_report(full_folder)
     assert page.sections == ["Training", "Exports", "Verification against Keras", "Benchmark"]
-    assert page.images == 4 and page.missing == []
+    # Curves, confusion, the disagreeing digits as pictures, per-class, bench.
+    assert page.images == 5 and page.missing == ["bundle/manifest.json"]
     html = (full_folder / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5
+    assert 'alt="disagreements"' in html
     assert "model_int8.tflite" in html and "Keras accuracy" in html
     assert "on which model_int8.tflite (litert) and Keras disagree" in html
     assert "http://" not in html and "https://" not in html  # self-contained
@@ -77,7 +79,7 @@ def test_every_image_loads_in_headless_chromium(full_folder, tmp_path):
     )
     match = re.search(r'data-check="images=(\d+);broken=(\d+)"', done.stdout)
     assert match, done.stderr[-2000:]
-    assert match.groups() == ("4", "0")
+    assert match.groups() == ("5", "0")
 
 
 def test_report_with_some_records_says_what_is_missing(tmp_path):
@@ -87,7 +89,7 @@ def test_report_with_some_records_says_what_is_missing(tmp_path):
     )
     page = build_report(tmp_path)
     assert page.sections == ["Exports"] and page.images == 0
-    assert page.missing == ["train.json", "verify.json", "bench.json"]
+    assert page.missing == ["train.json", "verify.json", "bench.json", "bundle/manifest.json"]
 
 
 def test_report_needs_records(tmp_path):

@@ -24,7 +24,7 @@ from mnist_edge.artifacts import (
     record_payload,
     resolve_exports,
 )
-from mnist_edge.data import Mnist, ensure_mnist, to_float
+from mnist_edge.data import Mnist, ensure_mnist
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import json_bytes, write_files_atomic
 from mnist_edge.model_info import ModelCost, model_cost
@@ -97,7 +97,7 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch: int) 
         for k in range(DISTINCT_BATCHES)
     ]
     for i in range(warmup):  # untimed: first calls allocate, pack weights, fault pages in
-        runner.feed(blocks[i % len(blocks)])
+        runner.feed_pixels(blocks[i % len(blocks)])
         runner.invoke()
         runner.fetch()
     total = np.empty(runs, dtype=np.int64)
@@ -105,7 +105,7 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch: int) 
     clock = time.perf_counter_ns
     for i in range(runs):
         t0 = clock()
-        runner.feed(blocks[i % len(blocks)])
+        runner.feed_pixels(blocks[i % len(blocks)])
         t1 = clock()
         runner.invoke()
         t2 = clock()
@@ -184,7 +184,7 @@ def bench(
     opened = {n: open_runners(exports, selected, n, ort_optimization) for n in thread_counts}
     loaded = {n: runners for n, (runners, _) in opened.items()}
     unsupported = opened[thread_counts[0]][1]
-    images = to_float(ensure_mnist(data).x_test[:SAMPLE_IMAGES])
+    images = ensure_mnist(data).x_test[:SAMPLE_IMAGES]  # uint8, as a camera or a file gives
     rooflines = {n: measure_roofline(n) for n in thread_counts} if roofline else {}
     costs: dict[Path, ModelCost] = {}
     rows: list[BenchRow] = []

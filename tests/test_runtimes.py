@@ -115,3 +115,40 @@ def test_runtime_must_fit_the_file(tmp_path):
         open_runner(path, "litert")
     with pytest.raises(ModelError, match="no such model file"):
         OrtRunner(tmp_path / "absent.onnx")
+
+
+@pytest.mark.parametrize(
+    ("model", "runtime"),
+    [
+        ("model_int8.tflite", "litert"),
+        ("model_int8.tflite", "litert-ref"),
+        ("model_int8.tflite", "tflm"),
+        ("model_float32.tflite", "litert"),
+        ("model.onnx", "onnxruntime"),
+    ],
+)
+def test_the_pixel_tables_give_the_same_bytes_as_the_float_path(exported, mnist, model, runtime):
+    """feed_pixels (a 256-entry table) and fetch (another) against quantize and dequantize:
+    every one of the 256 pixel values, then 200 test images end to end."""
+    if runtime == "tflm":
+        pytest.importorskip("tflite_micro")
+    artifacts, _ = exported
+    runner = open_runner(artifacts / model, runtime)
+    every = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    expected = quantize(to_float(every), runner.input).reshape(-1)
+    assert np.array_equal(runner._input_table, expected)
+    assert runner._input_table.dtype == expected.dtype
+    if runner.output.quantized:
+        raw = np.arange(256, dtype=np.uint8).view(runner.output.dtype)
+        assert np.array_equal(runner._output_table, dequantize(raw, runner.output))
+    pixels = mnist.x_test[:200]
+    for start in range(0, len(pixels), runner.max_batch or 100):
+        batch = pixels[start : start + (runner.max_batch or 100)]
+        runner.set_batch(len(batch))
+        runner.feed_pixels(batch)
+        runner.invoke()
+        fast = runner.fetch()
+        runner.feed(to_float(batch))
+        runner.invoke()
+        slow = dequantize(runner.fetch_raw(), runner.output)
+        assert fast.dtype == np.float32 and np.array_equal(fast, slow)

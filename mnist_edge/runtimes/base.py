@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -113,7 +114,35 @@ class Runner:
 
     def fetch(self) -> np.ndarray:
         """Float class probabilities N×10, dequantized if the model's output is integer."""
-        return dequantize(self.fetch_raw(), self.output)
+        raw = self.fetch_raw()
+        table = self._output_table
+        if table is None:
+            return np.asarray(raw, dtype=np.float32)
+        # An int8 output has 256 values: dequantizing is one lookup, the bytes as indices
+        # (`ndarray.take`: a third of the time of `table[indices]` or `np.take` here).
+        return table.take(raw.view(np.uint8))
+
+    def feed_pixels(self, pixels: np.ndarray) -> None:
+        """Set the input from uint8 images (MNIST's own format, N×28×28 or N×28×28×1).
+
+        `pixel / 255`, quantized with the model's scale and zero point, takes one of 256 values:
+        a table built once per runner, the same bytes `feed(to_float(pixels))` gives.
+        """
+        # Measured at batch 1: 1.6 µs, where the float path (divide, scale, round, clip) took
+        # about 20 µs; an `out=` buffer made it slower, not faster.
+        self.feed_raw(self._input_table.take(pixels).reshape(len(pixels), *IMAGE_SHAPE))
+
+    @functools.cached_property
+    def _input_table(self) -> np.ndarray:
+        pixels = np.arange(256, dtype=np.float32) / np.float32(255.0)  # exactly data.to_float
+        return quantize(pixels, self.input)
+
+    @functools.cached_property
+    def _output_table(self) -> np.ndarray | None:
+        if not self.output.quantized or self.output.dtype not in ("int8", "uint8"):
+            return None
+        values = np.arange(256, dtype=np.uint8).view(self.output.dtype)
+        return dequantize(values, self.output)
 
     def predict_raw(self, x: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
         """Raw outputs (the model's output dtype) for inputs already in its input dtype."""

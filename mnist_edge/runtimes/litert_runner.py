@@ -55,7 +55,9 @@ class LiteRTRunner(Runner):
         self.input = _litert_spec(self._in)
         self.output = _litert_spec(self._out)
         self._check_io()
+        self._in_index, self._out_index = self._in["index"], self._out["index"]
         self._batch = int(self._in["shape"][0])
+        self._shape = (self._batch, *IMAGE_SHAPE)
 
     def _error(self, what: str, exc: BaseException) -> ModelError:
         return ModelError(f"{self.path}: LiteRT {what} ({first_line(exc)}).")
@@ -68,9 +70,20 @@ class LiteRTRunner(Runner):
             except (ValueError, RuntimeError) as exc:
                 raise self._error(f"cannot resize it to batch {n}", exc) from None
             self._batch = n
+            self._shape = (n, *IMAGE_SHAPE)
 
     def feed_raw(self, x: np.ndarray) -> None:
         self._interpreter.set_tensor(self._in["index"], x)
+
+    def feed_pixels(self, pixels: np.ndarray) -> None:
+        # The base class's, without the hop through feed_raw: this is the per-call path.
+        table = self._input_table
+        self._interpreter.set_tensor(self._in_index, table.take(pixels).reshape(self._shape))
+
+    def fetch(self) -> np.ndarray:
+        raw = self._interpreter.get_tensor(self._out_index)
+        table = self._output_table
+        return raw.astype(np.float32) if table is None else table.take(raw.view(np.uint8))
 
     def invoke(self) -> None:
         try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,8 @@ RECORDS: dict[str, tuple[str, str]] = {
 
 def library_versions(*names: str) -> dict[str, str]:
     """Installed versions of the given distributions (and Python), for the records."""
+    from importlib import metadata
+
     versions = {"python": platform.python_version()}
     for name in names:
         try:

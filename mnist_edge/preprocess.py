@@ -53,6 +53,19 @@ def _ring(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(mask)
 
 
+def median(values: np.ndarray) -> np.floating:
+    """np.median's value for a 1-D array, without its first call importing numpy.ma (~13 ms,
+    a twentieth of a `predict` process): partition, then the middle one or the mean of two."""
+    n = values.size
+    if n == 0:
+        raise ValueError("median of an empty array")
+    middle = n // 2
+    if n % 2:
+        return np.partition(values, middle)[middle]
+    part = np.partition(values, (middle - 1, middle))
+    return np.mean(part[middle - 1 : middle + 1])
+
+
 def _background(gray: np.ndarray) -> tuple[np.ndarray, float]:
     """The paper as a plane fitted to the outer ring, and the noise around it (σ)."""
     height, width = gray.shape
@@ -63,14 +76,14 @@ def _background(gray: np.ndarray) -> tuple[np.ndarray, float]:
         [np.ones_like(values), cols / max(width - 1, 1), rows / max(height - 1, 1)], axis=1
     )
     # Robust: the ring's ink (a digit touching the edge) is left out of the fit and of σ.
-    residual = values - np.median(values)
+    residual = values - median(values)
     keep = np.ones(len(values), dtype=bool)
     for _ in range(3):
-        sigma = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
+        sigma = MAD_TO_SIGMA * float(median(np.abs(residual[keep])))
         keep = np.abs(residual) <= 3 * sigma + 1e-6
         coef = np.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
         residual = values - design @ coef
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
+    sigma = MAD_TO_SIGMA * float(median(np.abs(residual[keep])))
     y = np.arange(height, dtype=np.float64)[:, np.newaxis] / max(height - 1, 1)
     x = np.arange(width, dtype=np.float64)[np.newaxis, :] / max(width - 1, 1)
     return (coef[0] + coef[1] * x + coef[2] * y).astype(np.float32), sigma
@@ -88,7 +101,7 @@ def preprocess_digit(gray: np.ndarray) -> np.ndarray:
         raise MnistEdgeError(f"expected a non-empty H×W grayscale image; got shape {gray.shape}")
     if not np.isfinite(gray).all():
         raise MnistEdgeError("image has NaN or infinite values")
-    if float(np.median(gray[_ring(*gray.shape)])) > 0.5:
+    if float(median(gray[_ring(*gray.shape)])) > 0.5:
         gray = 1.0 - gray  # dark ink on light paper: MNIST's digits are light on black
     paper, noise = _background(gray)
     ink = gray - paper

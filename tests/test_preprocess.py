@@ -325,3 +325,19 @@ def test_an_npz_named_npy_is_refused(tmp_path):
         np.savez(handle, x=np.zeros((1, 28, 28), np.uint8))
     with pytest.raises(MnistEdgeError, match=r"\.npz archive, not a \.npy array"):
         load_array(path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrays(
+        np.float64,
+        st.integers(1, 60),
+        elements=st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    )
+)
+def test_median_is_numpys_to_the_bit(values):
+    from mnist_edge.preprocess import median
+
+    assert median(values) == np.median(values)
+    as_float32 = values.astype(np.float32)
+    assert median(as_float32) == np.median(as_float32)

@@ -32,10 +32,12 @@ EXPORT_FILES = {
     "tflite-float16": "model_float16.tflite",
     "tflite-dynamic": "model_dynamic.tflite",
     "tflite-int8": "model_int8.tflite",
+    "tflite-int8-mcu": "model_int8_mcu.tflite",
     "onnx-float32": "model.onnx",
     "onnx-int8": "model_int8.onnx",
 }
 INT8_TFLITE = EXPORT_FILES["tflite-int8"]
+MCU_TFLITE = EXPORT_FILES["tflite-int8-mcu"]
 EXPORT_SUFFIXES = (".tflite", ".onnx")
 
 # Record kind -> (file, its dataclass in mnist_edge.records); the bundle's manifest lives in

@@ -72,6 +72,8 @@ def _choices(name: str, values) -> type[Enum]:
 
 Runtime = _choices("Runtime", [*options.RUNTIMES, "all"])
 Schedule = _choices("Schedule", options.SCHEDULES)
+Recipe = _choices("Recipe", options.RECIPES)
+Precision = _choices("Precision", options.PRECISIONS)
 OrtOptimization = _choices("OrtOptimization", options.ORT_OPTIMIZATION_LEVELS)
 OnnxCalibration = _choices("OnnxCalibration", options.ONNX_CALIBRATION_METHODS)
 Target = _choices("Target", options.BENCH_TARGETS)
@@ -242,10 +244,15 @@ def predict(
 
 @app.command()
 def train(
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = options.DEFAULT_EPOCHS,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Batch size.")
-    ] = options.DEFAULT_BATCH_SIZE,
+    recipe: Annotated[
+        Recipe,
+        typer.Option(
+            help="fast (the default: 2 epochs, Adam at 3e-3 in one cycle) or seed (the original "
+            "script's 5 epochs of Adam at 1e-3). The options below override its values."
+        ),
+    ] = options.DEFAULT_RECIPE,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size.")] = None,
     seed: Annotated[
         int, typer.Option(help="Random seed (weights, shuffling).")
     ] = options.DEFAULT_SEED,
@@ -253,12 +260,21 @@ def train(
         int | None, typer.Option(min=1, help="Use only the first N training images.")
     ] = None,
     learning_rate: Annotated[
-        float, typer.Option(help="Adam's (initial) learning rate, above 0.")
-    ] = options.DEFAULT_LEARNING_RATE,
+        float | None, typer.Option(help="Adam's (peak) learning rate, above 0.")
+    ] = None,
     schedule: Annotated[
-        Schedule,
-        typer.Option(help="constant (the seed's) or cosine (decays to zero over the run)."),
-    ] = options.SCHEDULES[0],
+        Schedule | None,
+        typer.Option(
+            help="constant (the seed's), cosine (decays to zero) or one-cycle (warm-up, decay)."
+        ),
+    ] = None,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="auto: bfloat16 mixed precision where the CPU has AMX, float32 elsewhere. "
+            "The saved model is float32 either way."
+        ),
+    ] = options.PRECISIONS[0],
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     data: DataOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model.keras.")] = False,
@@ -266,26 +282,29 @@ def train(
 ) -> None:
     """Train the seed CNN (Adam, 10% validation) and write model.keras and train.json.
 
-    Examples: `mnist-edge train` (the seed's recipe: 5 epochs, full data),
-    `mnist-edge train --epochs 3 --learning-rate 0.002 --schedule cosine` (the fast recipe) or
-    `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
+    Examples: `mnist-edge train` (the fast recipe), `mnist-edge train --recipe seed` (the
+    original script's) or `mnist-edge train --epochs 1 --limit 5000 --artifacts /tmp/quick`
     """
     from mnist_edge.model import train as train_model
     from mnist_edge.render import StepProgress, epoch_line, train_table
 
+    log = logging.getLogger("mnist_edge")
+    total = epochs or int(options.RECIPES[Recipe(recipe).value]["epochs"])
     with StepProgress(enabled=not as_json) as progress:
         result = train_model(
             data,
             artifacts,
+            recipe=Recipe(recipe).value,
             epochs=epochs,
             batch_size=batch_size,
             seed=seed,
             limit=limit,
             learning_rate=learning_rate,
-            schedule=Schedule(schedule).value,
+            schedule=Schedule(schedule).value if schedule else None,
+            precision=Precision(precision).value,
             overwrite=overwrite,
-            on_epoch=lambda stats: logging.getLogger("mnist_edge").info(epoch_line(stats, epochs)),
-            on_step=lambda epoch, step, steps: progress(f"epoch {epoch}/{epochs}", step, steps),
+            on_epoch=lambda stats: log.info(epoch_line(stats, total)),
+            on_step=lambda epoch, step, steps: progress(f"epoch {epoch}/{total}", step, steps),
         )
     _emit(result, train_table, as_json)
 
@@ -304,7 +323,11 @@ def export(
     ] = None,
     int8: Annotated[
         bool,
-        typer.Option("--int8", help="Add model_int8.tflite (full-integer, int8 I/O): short form."),
+        typer.Option(
+            "--int8",
+            help="Add the full-integer TFLite models (int8 I/O): model_int8.tflite and the "
+            "MCU-lean model_int8_mcu.tflite (batch 1). Short for -f tflite-int8,tflite-int8-mcu.",
+        ),
     ] = False,
     calibration_size: Annotated[
         int, typer.Option(min=1, help="Training images that calibrate the int8 ranges.")
@@ -457,7 +480,8 @@ def bundle(
         typer.Option(
             "--model",
             "-m",
-            help="The .tflite to ship. Default: model_int8.tflite in the artifacts.",
+            help="The .tflite to ship. Default: model_int8_mcu.tflite in the artifacts (the "
+            "MCU-lean model), else model_int8.tflite.",
             exists=True,
             dir_okay=False,
         ),

@@ -15,37 +15,64 @@ from mnist_edge.data import IMAGE_SHAPE, Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import json_bytes, prepare_output_dir, refuse_overwrite, write_files_atomic
-from mnist_edge.options import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_SEED,
-    SCHEDULES,
-)
+from mnist_edge.options import DEFAULT_RECIPE, DEFAULT_SEED, PRECISIONS, RECIPES, SCHEDULES
 from mnist_edge.records import EpochStats, TrainResult
 
 log = logging.getLogger(__name__)
 
 KERAS_BATCH = 1000
 NUM_PARAMS = 93_322  # the seed architecture's parameter count
+ONE_CYCLE_WARMUP = 0.3  # share of the steps spent warming up to the peak learning rate
 VALIDATION_SPLIT = 0.1  # the seed's held-out share (Keras takes the last 10% of the data)
 
 
-def build_model():
-    """The seed's architecture exactly: three convolutions, two max-pools, two dense layers."""
+def choose_precision(precision: str) -> tuple[str, str]:
+    """The compute precision for training and why: bf16 on request, or where the CPU has AMX
+    (its bfloat16 matrix units); float32 otherwise. Detected from the CPU's flags."""
+    from mnist_edge.bench import detect_machine
+
+    machine = detect_machine()
+    amx = "amx_bf16" in machine.features
+    if precision == "auto":
+        if amx:
+            return "bf16", f"auto: {machine.cpu} has amx_bf16"
+        return "float32", f"auto: {machine.cpu} has no amx_bf16"
+    return precision, f"asked for (amx_bf16 {'present' if amx else 'absent'})"
+
+
+def learning_rate_schedule(keras, schedule: str, rate: float, steps: int):
+    """Adam's learning rate: constant, cosine decay to zero, or one cycle (warm-up, decay)."""
+    if schedule == "cosine":
+        # Decays to zero over the whole run: a larger start rate, and the last steps fine-tune.
+        return keras.optimizers.schedules.CosineDecay(rate, steps)
+    if schedule == "one-cycle":
+        warmup = max(1, int(ONE_CYCLE_WARMUP * steps))
+        return keras.optimizers.schedules.CosineDecay(
+            rate / 25, steps - warmup, warmup_target=rate, warmup_steps=warmup
+        )
+    return rate
+
+
+def build_model(precision: str = "float32"):
+    """The seed's architecture exactly: three convolutions, two max-pools, two dense layers.
+
+    bf16: Keras' mixed_bfloat16 policy (bfloat16 compute, float32 weights), the softmax layer
+    in float32 as Keras' mixed-precision guide asks.
+    """
     keras = require("keras")
     layers = keras.layers
+    policy = "mixed_bfloat16" if precision == "bf16" else "float32"
     return keras.Sequential(
         [
             keras.Input(shape=IMAGE_SHAPE, name="image"),
-            layers.Conv2D(32, (3, 3), activation="relu"),
-            layers.MaxPooling2D((2, 2)),
-            layers.Conv2D(64, (3, 3), activation="relu"),
-            layers.MaxPooling2D((2, 2)),
-            layers.Conv2D(64, (3, 3), activation="relu"),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu"),
-            layers.Dense(10, activation="softmax"),
+            layers.Conv2D(32, (3, 3), activation="relu", dtype=policy),
+            layers.MaxPooling2D((2, 2), dtype=policy),
+            layers.Conv2D(64, (3, 3), activation="relu", dtype=policy),
+            layers.MaxPooling2D((2, 2), dtype=policy),
+            layers.Conv2D(64, (3, 3), activation="relu", dtype=policy),
+            layers.Flatten(dtype=policy),
+            layers.Dense(64, activation="relu", dtype=policy),
+            layers.Dense(10, activation="softmax", dtype="float32"),
         ],
         name="mnist_cnn",
     )
@@ -93,20 +120,34 @@ def train(
     data: Mnist | Path | None,
     artifacts: Path,
     *,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    recipe: str = DEFAULT_RECIPE,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     seed: int = DEFAULT_SEED,
     limit: int | None = None,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    schedule: str = "constant",
+    learning_rate: float | None = None,
+    schedule: str | None = None,
+    precision: str = "auto",
     overwrite: bool = False,
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_step: Callable[[int, int, int], None] | None = None,
 ) -> TrainResult:
-    """Train the seed CNN as the seed does (Adam, 10% held out); save model.keras, train.json.
+    """Train the seed CNN (Adam, 10% held out) with a recipe; save model.keras, train.json.
 
+    `recipe` names options.RECIPES' epochs, batch size, learning rate and schedule; any of them
+    given here overrides it. `precision`: float32, bf16 (Keras' mixed_bfloat16, the last layer
+    in float32) or auto (bf16 where the CPU has AMX). The saved model is float32 either way.
     `on_epoch` gets each epoch's figures; `on_step(epoch, step, steps)` each batch's end.
     """
+    if recipe not in RECIPES:
+        raise MnistEdgeError(f"Unknown recipe {recipe!r}: expected {', '.join(RECIPES)}.")
+    if precision not in PRECISIONS:
+        raise MnistEdgeError(f"Unknown precision {precision!r}: expected {', '.join(PRECISIONS)}.")
+    chosen = RECIPES[recipe]
+    epochs = int(chosen["epochs"]) if epochs is None else epochs
+    batch_size = int(chosen["batch_size"]) if batch_size is None else batch_size
+    learning_rate = float(chosen["learning_rate"]) if learning_rate is None else learning_rate
+    schedule = str(chosen["schedule"]) if schedule is None else schedule
     for name, value in (("epochs", epochs), ("batch size", batch_size), ("limit", limit)):
         if value is not None and value < 1:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive integer.")
@@ -127,21 +168,16 @@ def train(
     if len(x_train) < 10:
         raise MnistEdgeError(f"Invalid limit {limit}: need at least 10 training images.")
 
-    model = build_model()
-    if schedule == "cosine":
-        # Decays to zero over the whole run: a larger start rate, and the last steps fine-tune.
-        total = epochs * -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
-        rate = keras.optimizers.schedules.CosineDecay(learning_rate, total)
-    else:
-        rate = learning_rate
+    steps = -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
+    rate = learning_rate_schedule(keras, schedule, learning_rate, epochs * steps)
+    precision_used, precision_reason = choose_precision(precision)
+    model = build_model(precision_used)
     model.compile(
         optimizer=keras.optimizers.Adam(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     history: list[EpochStats] = []
-
-    steps = -(-int(len(x_train) * (1 - VALIDATION_SPLIT)) // batch_size)
 
     class Progress(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -178,6 +214,12 @@ def train(
         callbacks=[Progress()],
     )
     seconds = time.perf_counter() - started
+    if precision_used != "float32":
+        # The model a device gets, and every export, is float32: the same weights (Keras keeps
+        # them in float32 under mixed precision) in a float32 model.
+        trained, model = model, build_model("float32")
+        model.set_weights(trained.get_weights())
+        model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     test_loss, test_accuracy = model.evaluate(
         to_float(mnist.x_test), mnist.y_test.astype(np.int32), batch_size=1000, verbose=0
     )
@@ -202,6 +244,9 @@ def train(
         data_sha256=dict(mnist.sha256),
         learning_rate=learning_rate,
         schedule=schedule,
+        recipe=recipe,
+        precision=precision_used,
+        precision_reason=precision_reason,
         versions=library_versions("tensorflow", "keras", "numpy"),
     )
     write_files_atomic(

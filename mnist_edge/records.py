@@ -110,6 +110,9 @@ class TrainResult:
     data_sha256: dict[str, str]
     learning_rate: float = 1e-3
     schedule: str = "constant"
+    recipe: str = "seed"
+    precision: str = "float32"
+    precision_reason: str = ""
     versions: dict[str, str] = field(default_factory=dict)
 
 

@@ -60,7 +60,7 @@ def test_train_json_keeps_stdout_clean(tmp_path, mnist):
 def test_export_verify_bench_through_the_cli(exported_copy):
     result = invoke("export", "--int8", "--artifacts", exported_copy, "--overwrite", "--json")
     assert result.exit_code == 0, result.stderr
-    assert len(json.loads(result.stdout)["files"]) == 3
+    assert len(json.loads(result.stdout)["files"]) == 4  # float32, int8, int8 MCU-lean, ONNX
 
     result = invoke("verify", "--artifacts", exported_copy, "--limit", "1000")
     assert result.exit_code == 0, result.stderr

@@ -1,4 +1,4 @@
-"""export: the six formats, the reference, the record; the same model gives the same bytes."""
+"""export: the seven formats, the reference, the record; the same model gives the same bytes."""
 
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ from mnist_edge.model import load_keras_model, train
 from mnist_edge.runtimes import LiteRTRunner, OrtRunner
 
 
-def test_export_writes_all_three_files(exported):
+def test_export_int8_writes_the_four_files(exported):
     artifacts, result = exported
     names = {f.name for f in result.files}
-    assert names == {"model_float32.tflite", "model_int8.tflite", "model.onnx"}
+    assert names == {
+        "model_float32.tflite",
+        "model_int8.tflite",
+        "model_int8_mcu.tflite",
+        "model.onnx",
+    }
     sizes = {f.name: f.bytes for f in result.files}
     for name, size in sizes.items():
         assert (artifacts / name).stat().st_size == size
@@ -73,11 +78,12 @@ def test_export_rejects_bad_calibration_size(exported_copy, mnist, size):
         export(exported_copy, mnist, int8=True, calibration_size=size, overwrite=True)
 
 
-SIX = {
+SEVEN = {
     "model_float32.tflite",
     "model_float16.tflite",
     "model_dynamic.tflite",
     "model_int8.tflite",
+    "model_int8_mcu.tflite",
     "model.onnx",
     "model_int8.onnx",
 }
@@ -85,7 +91,12 @@ SIX = {
 
 def test_resolve_formats():
     assert resolve_formats(None, int8=False) == ["tflite-float32", "onnx-float32"]
-    assert resolve_formats(None, int8=True) == ["tflite-float32", "tflite-int8", "onnx-float32"]
+    assert resolve_formats(None, int8=True) == [
+        "tflite-float32",
+        "tflite-int8",
+        "tflite-int8-mcu",
+        "onnx-float32",
+    ]
     assert resolve_formats(["all"], int8=False) == list(FORMATS)
     with pytest.raises(MnistEdgeError, match="Unknown export format tflite-int4"):
         resolve_formats(["tflite-int4"], int8=False)
@@ -97,10 +108,10 @@ def test_unknown_onnx_calibration(tmp_path):
 
 
 @pytest.mark.slow
-def test_all_six_formats_export_with_sensible_sizes(exported_all):
+def test_all_seven_formats_export_with_sensible_sizes(exported_all):
     artifacts, result = exported_all
     sizes = {f.name: f.bytes for f in result.files}
-    assert set(sizes) == SIX
+    assert set(sizes) == SEVEN
     float32 = sizes["model_float32.tflite"]
     assert 0.45 < sizes["model_float16.tflite"] / float32 < 0.6  # half the weight bytes
     for quantized in ("model_dynamic.tflite", "model_int8.tflite", "model_int8.onnx"):
@@ -174,6 +185,7 @@ def test_export_json_describes_every_export_in_the_folder_after_two_partial_expo
         "model_float16.tflite": "written",
         "model_float32.tflite": "found",
         "model_int8.tflite": "found",
+        "model_int8_mcu.tflite": "found",
         "model.onnx": "found",
     }
     (exported_copy / "model.onnx").write_bytes(b"changed bytes")
@@ -185,7 +197,30 @@ def test_export_json_describes_every_export_in_the_folder_after_two_partial_expo
         "model_float16.tflite": "kept",
         "model_float32.tflite": "kept",
         "model_int8.tflite": "kept",
+        "model_int8_mcu.tflite": "kept",
         "model.onnx": "found",  # its bytes changed: described anew, not trusted
     }
     for entry in second["files"]:
         assert entry["sha256"] == sha256_file(exported_copy / entry["name"])
+
+
+def test_the_mcu_lean_model_has_five_operator_kinds_and_the_same_outputs(exported, mnist):
+    """Batch fixed at 1: no SHAPE, STRIDED_SLICE, PACK; bit for bit the dynamic-batch model's
+    outputs (LiteRT's reference kernels, 1,000 test images)."""
+    from mnist_edge.model_info import op_uses, read_tflite
+
+    artifacts, _ = exported
+    lean, dynamic = artifacts / "model_int8_mcu.tflite", artifacts / "model_int8.tflite"
+    kinds = {
+        name: [u.name for u in op_uses(read_tflite(path)[1])]
+        for name, path in (("lean", lean), ("dynamic", dynamic))
+    }
+    assert kinds["lean"] == ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    assert set(kinds["dynamic"]) - set(kinds["lean"]) == {"SHAPE", "STRIDED_SLICE", "PACK"}
+    pixels = mnist.x_test[:1000]
+    outputs = []
+    for path in (lean, dynamic):
+        runner = LiteRTRunner(path, xnnpack=False)
+        outputs.append(runner.predict_raw(runner._input_table.take(pixels).reshape(-1, 28, 28, 1)))
+    assert LiteRTRunner(lean).max_batch == 1
+    assert np.array_equal(outputs[0], outputs[1])

@@ -115,3 +115,46 @@ def test_train_prints_no_tensorflow_log_lines_unless_verbose(tmp_path):
         check=True,
     )
     assert TENSORFLOW_LOG.search(verbose.stderr)  # the switch shows what it hides
+
+
+@pytest.mark.slow
+def test_bf16_training_saves_a_float32_model_and_float32_exports(tmp_path, mnist):
+    """Mixed bfloat16 (forced, so any CPU runs it): recorded, twice the same weights, and
+    nothing of it in model.keras or the TFLite graph."""
+    from mnist_edge.export import export
+    from mnist_edge.model_info import read_tflite
+
+    runs = []
+    for name in ("a", "b"):
+        result = train(mnist, tmp_path / name, epochs=1, limit=2000, seed=3, precision="bf16")
+        runs.append(load_keras_model(tmp_path / name / "model.keras"))
+    assert result.precision == "bf16" and "asked for" in result.precision_reason
+    assert result.recipe == "fast" and result.schedule == "one-cycle"
+    first, second = (m.get_weights() for m in runs)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert {layer.dtype_policy.name for layer in runs[0].layers} == {"float32"}
+    assert all(w.dtype == np.float32 for w in first)
+    export(tmp_path / "a", mnist, formats=["tflite-float32"], calibration_size=10)
+    _, info = read_tflite(tmp_path / "a" / "model_float32.tflite")
+    assert {t.dtype for t in info.tensors} <= {"float32", "int32"}
+    assert not {"CAST", "DEQUANTIZE"} & {op for op, _ in info.opcodes}
+
+
+def test_auto_precision_follows_the_cpu():
+    from mnist_edge.bench import detect_machine
+    from mnist_edge.model import choose_precision
+
+    amx = "amx_bf16" in detect_machine().features
+    assert choose_precision("auto")[0] == ("bf16" if amx else "float32")
+    assert choose_precision("float32")[0] == "float32"
+
+
+@pytest.mark.parametrize("recipe", ["seed", "fast", "nope"])
+def test_recipes_name_their_settings(recipe, tmp_path, mnist):
+    from mnist_edge.options import RECIPES
+
+    if recipe == "nope":
+        with pytest.raises(MnistEdgeError, match="Unknown recipe 'nope'"):
+            train(mnist, tmp_path, recipe=recipe)
+        return
+    assert set(RECIPES[recipe]) == {"epochs", "batch_size", "learning_rate", "schedule"}

@@ -24,6 +24,7 @@ def test_verify_passes_and_writes_the_contract(exported, mnist):
         ("model.onnx", "onnxruntime"),
         ("model_float32.tflite", "litert"),
         ("model_int8.tflite", "litert"),
+        ("model_int8_mcu.tflite", "litert"),
     }
     assert rows["model.onnx", "onnxruntime"].agreement >= 0.999
     assert abs(rows["model.onnx", "onnxruntime"].delta_pp) <= 0.01
@@ -104,7 +105,7 @@ def test_parity_report_on_all_formats(exported_all, mnist):
     for name in ("model_int8.tflite", "model_int8.onnx", "model_dynamic.tflite"):
         assert abs(rows[name].delta_pp) <= 1.0 and rows[name].agreement >= 0.98
     cross = report.cross_agreement
-    assert cross.models[0] == "model.keras (keras)" and len(cross.models) == 7
+    assert cross.models[0] == "model.keras (keras)" and len(cross.models) == 8
     matrix = np.array(cross.matrix)
     assert np.allclose(matrix, matrix.T) and np.all(np.diag(matrix) == 1.0)
     record = json.loads((artifacts / "verify.json").read_text())

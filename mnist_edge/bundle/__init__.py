@@ -24,6 +24,7 @@ from mnist_edge.artifacts import (
     BUNDLE_DIR,
     INT8_TFLITE,
     MANIFEST,
+    MCU_TFLITE,
     VERIFY_JSON,
     library_versions,
     load_record,
@@ -138,7 +139,7 @@ def _check_model(model: Path) -> tuple[bytes, ModelInfo, str]:
     if refusal:
         raise ModelError(
             f"{model}: {refusal}, so it cannot go to a microcontroller. Bundle the full-integer "
-            "model instead (mnist-edge export --int8 writes model_int8.tflite)."
+            "model instead (mnist-edge export --int8 writes model_int8_mcu.tflite)."
         )
     spec_in, spec_out = tensor_spec(info, info.inputs[0]), tensor_spec(info, info.outputs[0])
     if spec_in.shape[1:] != IMAGE_SHAPE or spec_out.shape[1:] != (NUM_CLASSES,):
@@ -261,7 +262,11 @@ def bundle(
         if value is not None and value < 1:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive number of bytes.")
     artifacts = Path(artifacts)
-    model = Path(model) if model is not None else artifacts / INT8_TFLITE
+    if model is None:
+        # The MCU-lean model (batch 1, five operators) where export wrote it, else the int8 one.
+        lean = artifacts / MCU_TFLITE
+        model = lean if lean.is_file() else artifacts / INT8_TFLITE
+    model = Path(model)
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
     # A batch tool never prompts: an earlier bundle (its manifest) is replaced only on request.
     refuse_overwrite([out / MANIFEST], overwrite)

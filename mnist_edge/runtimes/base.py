@@ -64,6 +64,7 @@ class Runner:
     """The common call shape: set_batch, feed, invoke, fetch; predict does all four in chunks."""
 
     runtime: str
+    engine: str  # its name in messages: "LiteRT", "TFLM"
     max_batch: int | None = None
     input: TensorSpec
     output: TensorSpec
@@ -81,7 +82,11 @@ class Runner:
         a damaged or hostile file can make point anywhere (TFLM crashed on such a file)."""
         from mnist_edge.model_info import read_tflite
 
-        read_tflite(self.path)
+        try:
+            read_tflite(self.path)
+        except ModelError as exc:
+            reason = str(exc).removeprefix(f"{self.path}: ").rstrip(".")
+            raise ModelError(f"{self.path}: {self.engine} cannot load it ({reason}).") from None
 
     def _check_io(self) -> None:
         check_spec(self.path, self.input, IMAGE_SHAPE, "input")

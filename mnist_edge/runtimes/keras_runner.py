@@ -15,6 +15,8 @@ from mnist_edge.runtimes.base import Runner, TensorSpec
 class KerasRunner(Runner):
     """The original Keras model, called directly (no fit/predict loop overhead)."""
 
+    engine = "Keras"
+
     def __init__(self, path: Path, threads: int = 1, use_predict: bool = False):
         super().__init__(path, threads)
         from mnist_edge.model import load_keras_model

@@ -2,11 +2,14 @@
 
 It needs Python <= 3.11 and numpy < 2, so it cannot live in this process: its virtual
 environment runs `legacy_script.py` in a subprocess, with the builtin kernels and no delegate.
+The environment is made by `mnist_edge.proofs.environments.prepare_tflite_runtime()` when a
+proof asks for it, never as a side effect.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -35,12 +38,32 @@ class LegacyRun:
     loaded: bool
     error: str | None
     outputs: np.ndarray | None = field(default=None, repr=False)
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class LegacyReply:
+    """What tflite-runtime's interpreter said: its versions, and one LegacyRun per job."""
+
+    version: str
+    python: str | None
+    machine: str | None
+    numpy: str | None
+    runs: list[LegacyRun]
 
 
 def run_in_tflite_runtime(
     python: Path, jobs: list[tuple[Path, np.ndarray | None]]
 ) -> tuple[str, list[LegacyRun]]:
     """Load (and run, given inputs in the model's dtype) each model in tflite-runtime."""
+    reply = tflite_runtime_reply(python, jobs)
+    return reply.version, reply.runs
+
+
+def tflite_runtime_reply(
+    python: Path, jobs: list[tuple[Path, np.ndarray | None]], timeout: float = 600
+) -> LegacyReply:
+    """run_in_tflite_runtime, with the interpreter's Python and numpy versions."""
     with tempfile.TemporaryDirectory(prefix="mnist-edge-tflite-runtime-") as tmp:
         folder = Path(tmp)
         request = []
@@ -57,13 +80,22 @@ def run_in_tflite_runtime(
                 }
             )
         (folder / "request.json").write_text(json.dumps(request))
-        proc = subprocess.run(
-            [str(python), str(SCRIPT), str(folder / "request.json"), str(folder / "reply.json")],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [str(python), SCRIPT, folder / "request.json", folder / "reply.json"],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                # The venv's own numpy < 2, never a PYTHONPATH meant for this process.
+                env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+            )
+        except subprocess.TimeoutExpired:
+            raise MnistEdgeError(
+                f"{python}: tflite-runtime did not finish in {timeout:.0f} s."
+            ) from None
+        except OSError as exc:
+            raise MnistEdgeError(f"{python}: cannot run it ({exc.strerror or exc}).") from None
         if proc.returncode != 0 or not (folder / "reply.json").is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise MnistEdgeError(f"{python}: tflite-runtime did not run ({last}).")
@@ -73,5 +105,15 @@ def run_in_tflite_runtime(
             outputs = None
             if result["loaded"] and job["outputs"]:
                 outputs = np.load(job["outputs"])
-            runs.append(LegacyRun(Path(model).name, result["loaded"], result["error"], outputs))
-        return reply["version"], runs
+            runs.append(
+                LegacyRun(
+                    Path(model).name,
+                    result["loaded"],
+                    result["error"],
+                    outputs,
+                    result.get("seconds"),
+                )
+            )
+        return LegacyReply(
+            reply["version"], reply.get("python"), reply.get("machine"), reply.get("numpy"), runs
+        )

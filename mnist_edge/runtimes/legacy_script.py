@@ -3,11 +3,14 @@
 Usage: python legacy_script.py REQUEST.json REPLY.json. The request lists jobs
 {"model", "inputs" (.npy or null), "outputs" (.npy or null)}; each model is loaded with the
 builtin kernels and no delegate (like litert-ref), run on the inputs (or a zero image), and the
-reply says per job whether it loaded, and why not. Only numpy and tflite_runtime are imported.
+reply says per job whether it loaded (and why not) and how long it took, and what ran it:
+tflite-runtime's, numpy's and Python's versions. Only numpy and tflite_runtime are imported.
 """
 
 import json
+import platform
 import sys
+import time
 
 import numpy as np
 from tflite_runtime import __version__ as version
@@ -26,12 +29,17 @@ def run(job):
         x = np.load(job["inputs"])
     else:
         x = np.zeros([1] + [int(d) for d in inp["shape"][1:]], inp["dtype"])
-    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    # A model with a fixed batch (the MCU-lean one) takes one image at a time.
+    batch = len(x) if int(inp["shape_signature"][0]) < 0 else int(inp["shape_signature"][0])
+    interpreter.resize_tensor_input(inp["index"], [batch] + list(x.shape[1:]))
     interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x)
-    interpreter.invoke()
+    outputs = []
+    for start in range(0, len(x), batch):
+        interpreter.set_tensor(inp["index"], x[start : start + batch])
+        interpreter.invoke()
+        outputs.append(interpreter.get_tensor(out["index"]))
     if job["outputs"]:
-        np.save(job["outputs"], interpreter.get_tensor(out["index"]))
+        np.save(job["outputs"], np.concatenate(outputs))
 
 
 def main(request_path, reply_path):
@@ -39,14 +47,23 @@ def main(request_path, reply_path):
         request = json.load(handle)
     results = []
     for job in request:
+        started = time.perf_counter()
         try:
             run(job)
-            results.append({"loaded": True, "error": None})
+            seconds = round(time.perf_counter() - started, 3)
+            results.append({"loaded": True, "error": None, "seconds": seconds})
         except Exception as exc:  # the reply carries the reason; the caller decides
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
-            results.append({"loaded": False, "error": lines[0][:200]})
+            results.append({"loaded": False, "error": lines[0][:200], "seconds": None})
+    reply = {
+        "version": version,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "results": results,
+    }
     with open(reply_path, "w") as handle:
-        json.dump({"version": version, "results": results}, handle)
+        json.dump(reply, handle)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,15 @@ def _litert_spec(detail: dict) -> TensorSpec:
 class LiteRTRunner(Runner):
     """The LiteRT interpreter (ai-edge-litert), with or without the XNNPACK delegate."""
 
+    engine = "LiteRT"
+
     def __init__(self, path: Path, threads: int = 1, xnnpack: bool = True):
         super().__init__(path, threads)
-        self._check_flatbuffer()
         from ai_edge_litert import interpreter as litert
 
         self.xnnpack = xnnpack
         self.runtime = "litert" if xnnpack else "litert-ref"
+        self._check_flatbuffer()
         # AUTO applies the default delegate (XNNPACK on CPUs); without it the builtin reference
         # kernels run, bit-identical to TFLM and to what a small device without XNNPACK computes.
         resolver = (
@@ -55,6 +57,9 @@ class LiteRTRunner(Runner):
         self.input = _litert_spec(self._in)
         self.output = _litert_spec(self._out)
         self._check_io()
+        if self.input.shape[0] > 0:
+            # A fixed batch (the MCU-lean model): its RESHAPE is to a constant shape.
+            self.max_batch = self.input.shape[0]
         self._in_index, self._out_index = self._in["index"], self._out["index"]
         self._batch = int(self._in["shape"][0])
         self._shape = (self._batch, *IMAGE_SHAPE)

@@ -54,6 +54,8 @@ def best_rate(model: bytes, feed: dict[str, np.ndarray], macs: int, threads: int
 class OrtRunner(Runner):
     """onnxruntime's CPU execution provider, with explicit threads and optimization level."""
 
+    engine = "onnxruntime"
+
     runtime = "onnxruntime"
 
     def __init__(self, path: Path, threads: int = 1, optimization: str = "all"):

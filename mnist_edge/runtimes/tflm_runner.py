@@ -31,6 +31,8 @@ def _native_reason(text: str, exc: BaseException) -> str:
 class TFLMRunner(Runner):
     """TensorFlow Lite Micro's own interpreter (tflite-micro): reference kernels, batch 1."""
 
+    engine = "TFLM"
+
     runtime = "tflm"
     max_batch = 1
 

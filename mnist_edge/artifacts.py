@@ -124,3 +124,25 @@ def unchanged(folder: Path, name: str, sha256: str) -> bool:
 
     path = Path(folder) / name
     return path.is_file() and sha256_file(path) == sha256
+
+
+def device_model(artifacts: Path) -> Path:
+    """The model a device gets from this folder: the bundle's (its manifest names it), else the
+    MCU-lean int8 export, else the int8 one (which may not exist: the caller says so)."""
+    folder = Path(artifacts)
+    manifest = folder / BUNDLE_DIR / MANIFEST
+    if manifest.is_file():
+        try:
+            name = json.loads(manifest.read_text()).get("model")
+        except (OSError, ValueError, AttributeError):
+            name = None
+        if isinstance(name, str) and (folder / BUNDLE_DIR / name).is_file():
+            return folder / BUNDLE_DIR / name
+    return int8_model(folder)
+
+
+def int8_model(artifacts: Path) -> Path:
+    """The int8 export for a device: the MCU-lean one (batch 1, five operators) where export
+    wrote it, else model_int8.tflite (which may not exist: the caller says so)."""
+    lean = Path(artifacts) / MCU_TFLITE
+    return lean if lean.is_file() else Path(artifacts) / INT8_TFLITE

@@ -28,7 +28,7 @@ ORT_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 # --epochs, --batch-size, --learning-rate or --schedule overrides the recipe's value.
 RECIPES: dict[str, dict[str, int | float | str]] = {
     "seed": {"epochs": 5, "batch_size": 128, "learning_rate": 1e-3, "schedule": "constant"},
-    "fast": {"epochs": 2, "batch_size": 128, "learning_rate": 3e-3, "schedule": "one-cycle"},
+    "fast": {"epochs": 2, "batch_size": 128, "learning_rate": 6e-3, "schedule": "one-cycle"},
 }
 DEFAULT_RECIPE = "fast"
 DEFAULT_SEED = 0
@@ -64,3 +64,10 @@ DEFAULT_TOP = 3
 # bundle
 DEFAULT_GOLDEN = 10
 DEFAULT_C_NAME = "g_model"
+
+# firmware: the CPUs (one row each in firmware/boards.py, which a test keeps equal to this) and
+# the kernels TFLM is built with.
+FIRMWARE_CPUS = ("cortex-m4", "cortex-m7", "cortex-m55")
+FIRMWARE_KERNELS = ("reference", "cmsis-nn")
+DEFAULT_FIRMWARE_IMAGES = 20
+FIRMWARE_SOURCES_ENV = "MNIST_EDGE_FIRMWARE_SOURCES"

@@ -338,3 +338,56 @@ class StepProgress:
                 self._progress.remove_task(task)
             self._tasks = {label: self._progress.add_task(label, total=total)}
         self._progress.update(self._tasks[label], completed=done, total=total)
+
+
+def firmware_table(report) -> Group:
+    """Per CPU × kernels: the check against host TFLM, instructions, flash and RAM."""
+    table = Table(
+        title=(
+            f"Firmware for {report.model} in {report.out}: {report.images} test images; "
+            f"{report.toolchain}; {report.qemu or 'not run'}"
+        )
+    )
+    columns = [
+        "cpu",
+        "kernels",
+        "golden",
+        "accuracy",
+        "instr/inference",
+        "instr/MAC",
+        "ISA limit",
+        "flash B",
+        "RAM B",
+        "arena B",
+        "stack B",
+        "build s",
+    ]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("cpu", "kernels") else "right")
+
+    def maybe(value, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    for r in report.results:
+        golden = f"{r.golden_identical}/{r.golden_count}" if r.ran else "not run"
+        style = "" if r.passed or not r.ran else "[red]"
+        table.add_row(
+            r.cpu,
+            r.kernels,
+            f"{style}{golden}",
+            maybe(r.accuracy, ".4f"),
+            maybe(r.instructions_per_inference, ","),
+            maybe(r.instructions_per_mac, ".2f"),
+            f"{r.isa_limit_instructions:,}",
+            f"{r.flash_bytes:,}",
+            f"{r.ram_bytes:,}",
+            f"{r.arena_bytes:,}",
+            f"{r.stack_bytes:,}",
+            f"{r.library_seconds + r.build_seconds:,.0f}",
+        )
+    splits = [
+        f"{r.cpu} {r.kernels} flash: "
+        + ", ".join(f"{name} {value:,}" for name, value in asdict(r.flash).items())
+        for r in report.results
+    ]
+    return Group(table, *splits)

@@ -22,10 +22,9 @@ from mnist_edge import __version__
 from mnist_edge.arena import measure_arena
 from mnist_edge.artifacts import (
     BUNDLE_DIR,
-    INT8_TFLITE,
     MANIFEST,
-    MCU_TFLITE,
     VERIFY_JSON,
+    int8_model,
     library_versions,
     load_record,
     record_payload,
@@ -262,11 +261,7 @@ def bundle(
         if value is not None and value < 1:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive number of bytes.")
     artifacts = Path(artifacts)
-    if model is None:
-        # The MCU-lean model (batch 1, five operators) where export wrote it, else the int8 one.
-        lean = artifacts / MCU_TFLITE
-        model = lean if lean.is_file() else artifacts / INT8_TFLITE
-    model = Path(model)
+    model = Path(model) if model is not None else int8_model(artifacts)
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
     # A batch tool never prompts: an earlier bundle (its manifest) is replaced only on request.
     refuse_overwrite([out / MANIFEST], overwrite)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # annotations only: rendering a table imports no stage
 
 def to_json(result: Any) -> str:
     """A result dataclass as indented JSON (the same payload the artifacts' .json files hold)."""
+    if hasattr(result, "to_json"):
+        return json.dumps(result.to_json(), indent=2)
     return json.dumps(asdict(result) if is_dataclass(result) else result, indent=2)
 
 

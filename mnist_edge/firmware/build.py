@@ -1,0 +1,435 @@
+"""Building: the toolchain, the TFLM library (once per configuration, cached), the firmware link,
+and what the ELF and its linker map say about flash and RAM.
+
+Everything is built by the generated project's own Makefile, so the Makefile a user gets is the
+one that built the ELF beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_edge.errors import MissingDependencyError, MnistEdgeError
+from mnist_edge.files import cache_dir
+from mnist_edge.firmware.sources import SourceTree, exclusive
+
+log = logging.getLogger(__name__)
+
+ARM_GCC_PREFIX = "arm-none-eabi-"
+TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev"
+LIBRARY_FORMAT = 1  # bump when the library's layout in the cache changes
+DONE = "library.json"
+FLASH_COMPONENTS = ("model", "images", "tflm_runtime", "kernels", "cmsis_nn", "libc", "app")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """arm-none-eabi-gcc and make, as found on PATH."""
+
+    gcc: str
+    version: str  # first line of `gcc --version`
+    make: str
+
+    def describe(self) -> dict[str, str]:
+        return {"gcc": self.version, "path": self.gcc}
+
+
+def _install_hint(what: str) -> str:
+    return f"{what}: install Debian's {TOOLCHAIN_PACKAGES} (apt-get install {TOOLCHAIN_PACKAGES})."
+
+
+def find_toolchain() -> Toolchain:
+    """The cross compiler with newlib and libstdc++ headers, and make; a one-line error if not."""
+    gcc = shutil.which(f"{ARM_GCC_PREFIX}gcc")
+    if gcc is None:
+        raise MissingDependencyError(_install_hint(f"{ARM_GCC_PREFIX}gcc is not on PATH"))
+    if shutil.which(f"{ARM_GCC_PREFIX}g++") is None:
+        raise MissingDependencyError(_install_hint(f"{ARM_GCC_PREFIX}g++ is not on PATH"))
+    specs = subprocess.run(
+        [gcc, "-print-file-name=nano.specs"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    if not os.path.isabs(specs):  # gcc echoes the bare name when it finds no such file
+        raise MissingDependencyError(_install_hint(f"{gcc} has no newlib (nano.specs)"))
+    make = shutil.which("make")
+    if make is None:
+        raise MissingDependencyError("make is not on PATH: install Debian's make.")
+    version = subprocess.run(
+        [gcc, "--version"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return Toolchain(gcc=gcc, version=version[0] if version else "unknown", make=make)
+
+
+def jobs() -> int:
+    """Parallel compile jobs: the cores this process may run on."""
+    with contextlib.suppress(AttributeError):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- make
+
+
+@dataclass(frozen=True)
+class MakeRun:
+    """A finished make: its output lines and how long it took."""
+
+    lines: tuple[str, ...]
+    seconds: float
+
+
+def _first_error(lines: list[str]) -> str:
+    for pattern in (r"region `\w+' overflowed", r"\berror\b", r"undefined reference", r"\*\*\*"):
+        for line in lines:
+            if re.search(pattern, line):
+                return line.strip()
+    return lines[-1].strip() if lines else "no output"
+
+
+def make(
+    project: Path,
+    targets: list[str],
+    variables: dict[str, str],
+    toolchain: Toolchain,
+    log_file: Path,
+    what: str,
+    on_line: Callable[[str], None] | None = None,
+    old: tuple[str, ...] = (),
+) -> MakeRun:
+    """Run the project's Makefile; MnistEdgeError with the first error line if it fails."""
+    command = [toolchain.make, "-C", str(project), f"-j{jobs()}", *targets]
+    command += [f"-o{path}" for path in old]  # taken as up to date, never rebuilt
+    command += [f"{key}={value}" for key, value in variables.items()]
+    command.append(f"ARM_GCC_PREFIX={str(Path(toolchain.gcc).parent)}/{ARM_GCC_PREFIX}")
+    started = time.perf_counter()
+    lines: list[str] = []
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as record:
+        record.write(" ".join(command) + "\n")
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # its own process group: Ctrl-C here stops every compiler
+        )
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                record.write(line)
+                lines.append(line.rstrip("\n"))
+                if on_line is not None:
+                    on_line(line)
+            process.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
+            raise
+    if process.returncode != 0:
+        raise MnistEdgeError(f"{what} failed: {_first_error(lines)} (full log: {log_file}).")
+    return MakeRun(tuple(lines), time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- the library
+
+
+@dataclass(frozen=True)
+class Library:
+    """TFLM and the kernels compiled for one configuration, in the cache."""
+
+    folder: Path  # the Makefile's LIB_DIR
+    key: str
+    files: int
+    built_now: bool
+    seconds: float  # compile time when it was built (now or earlier)
+
+    @property
+    def archive(self) -> Path:
+        return self.folder / "libtflm.a"
+
+
+def library_key(library_makefile: str, toolchain: Toolchain, sources: SourceTree) -> str:
+    """What the library's objects depend on: its Makefile's text (flags, files), the compiler,
+    the sources' tree hashes. Paths are not part of it."""
+    payload = {
+        "format": LIBRARY_FORMAT,
+        "tflm.mk": library_makefile,
+        "gcc": toolchain.version,
+        "sources": sources.describe(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _cached(folder: Path) -> dict | None:
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads((folder / DONE).read_text())
+        if (folder / "libtflm.a").is_file():
+            return record
+    return None
+
+
+class _Progress:
+    """Compile progress on stderr: a rich bar on a terminal, else a log line every tenth."""
+
+    def __init__(self, label: str, total: int):
+        self.label, self.total, self.done, self.reported = label, total, 0, 0
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.task = self.bar.add_task(label, total=total)
+            self.bar.start()
+
+    def line(self, text: str) -> None:
+        if not text.startswith(("CC ", "CXX ")):
+            return
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+        elif self.done * 10 // self.total > self.reported or self.done == self.total:
+            self.reported = self.done * 10 // self.total
+            log.info("%s: %d/%d files", self.label, self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def build_library(
+    project: Path,
+    key: str,
+    label: str,
+    sources: SourceTree,
+    toolchain: Toolchain,
+) -> Library:
+    """The library for this project's tflm.mk, from the cache or compiled now (into a staging
+    folder renamed when complete, so an interrupted build is never reused)."""
+    root = cache_dir() / "firmware" / "lib"
+    folder = root / key
+    if (record := _cached(folder)) is not None:
+        return Library(folder, key, record["files"], False, record["seconds"])
+    # One library build at a time, across processes: the 2 cores are shared.
+    with exclusive(root / ".build.lock", f"waiting for another library build to finish ({label})"):
+        if (record := _cached(folder)) is not None:  # built by another process meanwhile
+            return Library(folder, key, record["files"], False, record["seconds"])
+        staging = root / f"{key}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        variables = {"SOURCES": str(sources.root), "LIB_DIR": str(staging)}
+        listing = subprocess.run(
+            [toolchain.make, "-s", "-C", str(project), "lib-sources", *_assign(variables)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        files = [line for line in listing.stdout.splitlines() if line.strip()]
+        if listing.returncode != 0 or not files:
+            raise MnistEdgeError(f"Cannot list the library's sources: {listing.stderr.strip()}")
+        missing = [path for path in files if not Path(path).is_file()]
+        if missing:
+            raise MnistEdgeError(f"Library source missing from {sources.root}: {missing[0]}.")
+        log.info("compiling %s: %d files on %d cores", label, len(files), jobs())
+        progress = _Progress(f"compiling {label}", len(files))
+        try:
+            run = make(
+                project,
+                ["lib"],
+                variables,
+                toolchain,
+                root / f"{key}.log",
+                f"Compiling {label}",
+                progress.line,
+            )
+        finally:
+            progress.close()
+        record = {"key": key, "label": label, "files": len(files), "seconds": run.seconds}
+        (staging / DONE).write_text(json.dumps(record, indent=2) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+        log.info("compiled %s in %.0f s", label, run.seconds)
+        return Library(folder, key, len(files), True, run.seconds)
+
+
+def _assign(variables: dict[str, str]) -> list[str]:
+    return [f"{key}={value}" for key, value in variables.items()]
+
+
+# ----------------------------------------------------------------------------- ELF and map
+
+SHT_NOBITS = 8
+SHF_WRITE, SHF_ALLOC = 0x1, 0x2
+RESERVED_SECTIONS = (".stack", ".heap")  # reservations, not data: the stack peak is measured
+
+
+@dataclass(frozen=True)
+class Section:
+    """An allocated section of the ELF."""
+
+    name: str
+    address: int
+    size: int
+    loaded: bool  # has bytes in the image (PROGBITS), not NOBITS
+    writable: bool
+
+
+def elf_sections(path: Path) -> list[Section]:
+    """The allocated sections of a 32-bit little-endian ELF, read from its section headers."""
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise MnistEdgeError(f"{path}: not a 32-bit little-endian ELF file.")
+    header = struct.unpack_from("<16sHHIIIIIHHHHHH", data, 0)
+    shoff, shentsize, shnum, shstrndx = header[6], header[11], header[12], header[13]
+    raw = [struct.unpack_from("<10I", data, shoff + i * shentsize) for i in range(shnum)]
+    names_offset = raw[shstrndx][4]
+
+    def name(offset: int) -> str:
+        end = data.index(b"\0", names_offset + offset)
+        return data[names_offset + offset : end].decode()
+
+    return [
+        Section(
+            name=name(entry[0]),
+            address=entry[3],
+            size=entry[5],
+            loaded=entry[1] != SHT_NOBITS,
+            writable=bool(entry[2] & SHF_WRITE),
+        )
+        for entry in raw
+        if entry[2] & SHF_ALLOC and entry[5] > 0
+    ]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What the ELF needs of the board: flash (code, constants, .data's initial values) and
+    static RAM (.data and .bss, the tensor arena included), the flash split by component."""
+
+    flash_bytes: int
+    static_bytes: int
+    flash: dict[str, int]
+    sections: dict[str, int]
+
+
+def classify(member: str) -> str:
+    """The flash component an object file belongs to, by its path."""
+    name = Path(member.split("(")[-1].rstrip(")")).name
+    if name == "model_data.o":
+        return "model"
+    if name == "images.o":
+        return "images"
+    if "/CMSIS-NN-" in member:
+        return "cmsis_nn"
+    if "/tensorflow/lite/micro/kernels/" in member or "/tensorflow/lite/kernels/" in member:
+        return "kernels"
+    if "/tflite-micro-" in member:
+        return "tflm_runtime"
+    if re.search(r"(^|/)lib[\w+-]*\.a\(|/crt\w*\.o$|arm-none-eabi", member):
+        return "libc"  # newlib-nano, libm, semihosting (librdimon), libgcc
+    return "app"  # main, startup, board, and what the linker adds itself
+
+
+_INPUT = re.compile(r"^ (\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)(?:\s+(.*))?$")
+_OUTPUT = re.compile(r"^(\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)")
+
+
+def map_attribution(map_text: str, sections: list[str]) -> dict[str, dict[str, int]]:
+    """Bytes per component in each named output section, from a GNU ld map.
+
+    Each input section is named with the object (or `archive(member)`) it comes from. An input
+    section owns the bytes from its address to the next one's: alignment padding counts for the
+    section before it, and merged strings (`.str1.4`, listed with their size before merging)
+    for the first at an address. So the components add up to the output section's size exactly.
+    """
+    start = map_text.find("Linker script and memory map")
+    lines = map_text[start:].splitlines()
+    # ld wraps a line after a long section name: join it with the next.
+    joined: list[str] = []
+    for line in lines:
+        if (
+            joined
+            and re.match(r"^\s+0x[0-9a-f]+\s+0x[0-9a-f]+", line)
+            and re.match(r"^ ?\S+$", joined[-1])
+        ):
+            joined[-1] += line
+        else:
+            joined.append(line)
+    bounds: dict[str, tuple[int, int]] = {}
+    entries: dict[str, list[tuple[int, str]]] = {}
+    current: str | None = None
+    for line in joined:
+        if not line.startswith(" "):
+            match = _OUTPUT.match(line)
+            current = match.group(1) if match and match.group(1) in sections else None
+            if current is not None:
+                bounds[current] = (int(match.group(2), 16), int(match.group(3), 16))
+                entries[current] = []
+            continue
+        if current is None or line.startswith(" *fill*"):
+            continue
+        match = _INPUT.match(line)
+        if match and int(match.group(3), 16) > 0:
+            source = (match.group(4) or "").strip()
+            entries[current].append(
+                (int(match.group(2), 16), classify(source) if source else "app")
+            )
+    result: dict[str, dict[str, int]] = {}
+    for name, (base, size) in bounds.items():
+        split = dict.fromkeys(FLASH_COMPONENTS, 0)
+        ordered = sorted(entries[name], key=lambda entry: entry[0])
+        if not ordered or ordered[0][0] != base:
+            ordered.insert(0, (base, "app"))  # linker-made bytes before the first input section
+        ends = [address for address, _ in ordered[1:]] + [base + size]
+        for (address, component), end in zip(ordered, ends, strict=True):
+            split[component] += end - address
+        result[name] = split
+    return result
+
+
+def measure(elf: Path, map_file: Path) -> Sizes:
+    """Flash and static RAM of the ELF, and the flash split; the split adds up to flash_bytes."""
+    sections = [s for s in elf_sections(elf) if s.name not in RESERVED_SECTIONS]
+    loaded = [s for s in sections if s.loaded]
+    flash_bytes = sum(s.size for s in loaded)
+    static_bytes = sum(s.size for s in sections if s.writable)
+    attribution = map_attribution(map_file.read_text(), [s.name for s in loaded])
+    flash = dict.fromkeys(FLASH_COMPONENTS, 0)
+    for section in loaded:
+        parts = attribution.get(section.name, {})
+        counted = sum(parts.values())
+        if counted != section.size:
+            raise MnistEdgeError(
+                f"{map_file}: section {section.name} is {section.size} bytes in the ELF but "
+                f"{counted} in the map; cannot split the flash by component."
+            )
+        for component, size in parts.items():
+            flash[component] += size
+    return Sizes(
+        flash_bytes=flash_bytes,
+        static_bytes=static_bytes,
+        flash=flash,
+        sections={s.name: s.size for s in sections},
+    )

@@ -1,0 +1,178 @@
+"""Running firmware in QEMU and reading what it prints.
+
+The firmware prints through semihosting, which QEMU writes to its own stdout (README of the
+generated project):
+
+    OUT <test-index> <o0> ... <o9>
+    INSTR <test-index> <instructions>
+    RESULT golden <identical>/<count> correct <k>/<n> arena <arena_used_bytes> stack <peak bytes>
+
+and exits through semihosting with 0 when every output matched its golden vector, else 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_edge.errors import MissingDependencyError, MnistEdgeError
+from mnist_edge.firmware.boards import Board
+
+QEMU = "qemu-system-arm"
+
+
+def find_qemu() -> tuple[str, str]:
+    """qemu-system-arm's path and version line; a one-line error naming the package if absent."""
+    path = shutil.which(QEMU)
+    if path is None:
+        raise MissingDependencyError(
+            f"{QEMU} is not on PATH: install Debian's qemu-system-arm "
+            "(apt-get install qemu-system-arm)."
+        )
+    done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    lines = done.stdout.splitlines()
+    return path, lines[0] if lines else "unknown"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image's inference on the device: its int8 outputs and the instructions it took."""
+
+    index: int
+    outputs: tuple[int, ...]
+    instructions: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The RESULT line."""
+
+    identical: int
+    count: int
+    correct: int
+    images: int
+    arena_used_bytes: int
+    stack_peak_bytes: int
+
+
+@dataclass(frozen=True)
+class Uart:
+    """Everything the firmware printed, parsed."""
+
+    images: tuple[ImageRecord, ...]
+    summary: Summary | None
+    other: tuple[str, ...]  # lines outside the protocol: TFLM's log, ERROR and FAULT lines
+
+    @property
+    def error(self) -> str | None:
+        """The first ERROR or FAULT line, if the firmware printed one."""
+        for line in self.other:
+            if line.startswith(("ERROR", "FAULT")):
+                return line
+        return None
+
+
+_INT = r"(-?\d+)"
+_OUT = re.compile(rf"^OUT (\d+)((?: {_INT})+)$")
+_INSTR = re.compile(r"^INSTR (\d+) (\d+)$")
+_RESULT = re.compile(r"^RESULT golden (\d+)/(\d+) correct (\d+)/(\d+) arena (\d+) stack (\d+)$")
+
+
+def parse_uart(text: str, classes: int = 10) -> Uart:
+    """Parse the firmware's output; MnistEdgeError if a protocol line is malformed or an image
+    has an OUT line without its INSTR line (or the other way round)."""
+    outputs: dict[int, tuple[int, ...]] = {}
+    instructions: dict[int, int] = {}
+    order: list[int] = []
+    summary = None
+    other = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if match := _OUT.match(line):
+            index = int(match.group(1))
+            values = tuple(int(v) for v in match.group(2).split())
+            if len(values) != classes or any(not -128 <= v <= 127 for v in values):
+                raise MnistEdgeError(f"Malformed firmware line (expected {classes} int8): {line}")
+            outputs[index] = values
+            order.append(index)
+        elif match := _INSTR.match(line):
+            instructions[int(match.group(1))] = int(match.group(2))
+        elif match := _RESULT.match(line):
+            summary = Summary(*(int(g) for g in match.groups()))
+        elif line.startswith(("OUT ", "INSTR ", "RESULT ")):
+            raise MnistEdgeError(f"Malformed firmware line: {line}")
+        else:
+            other.append(line)
+    if set(outputs) != set(instructions):
+        unpaired = sorted(set(outputs) ^ set(instructions))
+        raise MnistEdgeError(
+            f"Firmware printed OUT without INSTR (or back) for image {unpaired[0]}."
+        )
+    return Uart(
+        images=tuple(ImageRecord(i, outputs[i], instructions[i]) for i in order),
+        summary=summary,
+        other=tuple(other),
+    )
+
+
+@dataclass(frozen=True)
+class QemuRun:
+    """A finished QEMU run: its exit status, what the firmware printed, the wall time."""
+
+    command: tuple[str, ...]
+    returncode: int
+    uart: Uart
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def qemu_command(board: Board, elf: Path, qemu: str = QEMU) -> list[str]:
+    """The command line that runs the ELF on the board, counting instructions."""
+    return [qemu, *board.qemu_args, "-kernel", str(elf)]
+
+
+def run_firmware(board: Board, elf: Path, timeout_s: float, qemu: str = QEMU) -> QemuRun:
+    """Run the ELF in QEMU; MnistEdgeError if it does not finish within timeout_s (a firmware
+    whose TFLM aborted can spin forever)."""
+    command = qemu_command(board, elf, qemu)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # its own process group, so a timeout kills all of it
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, _ = process.communicate()
+        last = [line for line in stdout.splitlines() if line.strip()]
+        raise MnistEdgeError(
+            f"QEMU ({board.machine}) did not finish {elf.name} within {timeout_s:g} s; "
+            f"last line: {last[-1] if last else '(none)'}."
+        ) from None
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return QemuRun(
+        command=tuple(command),
+        returncode=process.returncode,
+        uart=parse_uart(stdout),
+        stdout=stdout,
+        stderr=stderr,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,681 @@
+"""Firmware: the quick int8 model built for Cortex-M with TFLM, run in QEMU, checked bit for bit.
+
+Real arm-none-eabi-gcc, real qemu-system-arm, real TFLM (host and device), no mocks. The pinned
+source archives come from ../shared/third_party beside the checkout (or
+$MNIST_EDGE_FIRMWARE_SOURCES); nothing is downloaded. conftest.py points the cache into the
+checkout, where the compiled TFLM libraries stay between runs: a clean library build takes a few
+minutes on 2 cores, relinking for a new model or new images seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_edge.errors import CheckFailed, MissingDependencyError, MnistEdgeError, ModelError
+from mnist_edge.firmware import FirmwareReport, firmware
+from mnist_edge.firmware.boards import BOARDS
+from mnist_edge.firmware.build import FLASH_COMPONENTS, find_toolchain, map_attribution
+from mnist_edge.firmware.qemu import find_qemu, parse_uart, qemu_command, run_firmware
+from mnist_edge.firmware.sources import SOURCE_BY_NAME, SOURCES, tree_hash_of_archive
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES_DIR = Path(
+    os.environ.get("MNIST_EDGE_FIRMWARE_SOURCES") or REPO.parent / "shared" / "third_party"
+)
+IMAGES = 20
+# The feasibility run's figures (FIRMWARE.md): ours must not be slower.
+M4_CMSIS_NN_MAX_INSTRUCTIONS = 6_810_000
+M55_REFERENCE_MAX_INSTRUCTIONS = 205_300_000
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under a folder with its SHA-256: equal snapshots mean nothing changed."""
+    from mnist_edge.files import sha256_file
+
+    return {
+        str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+needs_sources = pytest.mark.skipif(
+    not SOURCES_DIR.is_dir(), reason=f"no pinned source archives in {SOURCES_DIR}"
+)
+needs_tools = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+    reason="arm-none-eabi-gcc or qemu-system-arm not installed",
+)
+
+
+# ----------------------------------------------------------------------------- no build needed
+
+UART = """\
+OUT 0 -128 -128 -128 -128 -128 -128 -128 127 -128 -128
+INSTR 0 6809612
+TFLM says something
+OUT 1 -128 -128 127 -128 -128 -128 -128 -128 -128 -128
+INSTR 1 6809652
+RESULT golden 2/2 correct 1/2 arena 30756 stack 1564
+"""
+
+
+def test_parse_uart_reads_every_line_type():
+    uart = parse_uart(UART)
+    assert [r.index for r in uart.images] == [0, 1]
+    assert uart.images[0].outputs == (-128,) * 7 + (127, -128, -128)
+    assert uart.images[1].instructions == 6_809_652
+    assert uart.summary.identical == 2 and uart.summary.count == 2
+    assert uart.summary.correct == 1 and uart.summary.images == 2
+    assert uart.summary.arena_used_bytes == 30_756 and uart.summary.stack_peak_bytes == 1_564
+    assert uart.other == ("TFLM says something",)
+    assert uart.error is None
+    assert parse_uart("ERROR AllocateTensors failed with a 16-byte arena\n").error.startswith(
+        "ERROR AllocateTensors"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("OUT 0 1 2 3\nINSTR 0 5\n", "expected 10 int8"),
+        ("OUT 0 " + " ".join(["300"] * 10) + "\nINSTR 0 5\n", "expected 10 int8"),
+        ("OUT 0 " + " ".join(["0"] * 10) + "\n", "OUT without INSTR"),
+        ("INSTR 3 5\n", "image 3"),
+        ("RESULT golden 2/2 correct 1/2 arena x stack 1\n", "Malformed firmware line"),
+    ],
+)
+def test_parse_uart_rejects_malformed_lines(text, match):
+    with pytest.raises(MnistEdgeError, match=match):
+        parse_uart(text)
+
+
+def _tarball(path: Path, top: str, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo(f"{top}/link")
+        link.type, link.linkname = tarfile.SYMTYPE, "a.txt"
+        tar.addfile(link)
+    return path
+
+
+def test_tree_hash_is_the_documented_one(tmp_path):
+    import hashlib
+
+    files = {"b/c.txt": b"second\n", "a.txt": b"first\n"}
+    archive = _tarball(tmp_path / "x.tar.gz", "repo-0123", files)
+    # SOURCES.md: sorted `RELPATH NUL sha256hex LF`, symbolic links not counted.
+    lines = sorted(f"{p}\0{hashlib.sha256(d).hexdigest()}\n" for p, d in files.items())
+    expected = hashlib.sha256("".join(lines).encode()).hexdigest()
+    assert tree_hash_of_archive(archive) == (expected, 2)
+
+
+@needs_sources
+def test_pinned_archives_have_their_tree_hashes():
+    for source in SOURCES:
+        archive = SOURCES_DIR / source.archive_names[0]
+        assert tree_hash_of_archive(archive) == (source.tree_hash, source.files), source.repo
+
+
+def _sources_with(tmp_path: Path, replace: dict[str, bytes | None]) -> Path:
+    """A sources folder linking the real archives, some replaced (None: left out)."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    for source in SOURCES:
+        name = source.archive_names[0]
+        if source.name not in replace:
+            (folder / name).symlink_to(SOURCES_DIR / name)
+        elif replace[source.name] is not None:
+            (folder / name).write_bytes(replace[source.name])
+    return folder
+
+
+def _repacked_with_one_byte_changed(source_name: str) -> bytes:
+    source = SOURCE_BY_NAME[source_name]
+    out = io.BytesIO()
+    with (
+        tarfile.open(SOURCES_DIR / source.archive_names[0]) as original,
+        tarfile.open(fileobj=out, mode="w:gz") as copy,
+    ):
+        for member in original:
+            data = original.extractfile(member).read() if member.isreg() else None
+            if member.name.endswith("/LICENSE"):
+                data = data + b" "
+                member.size = len(data)
+            copy.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+@needs_sources
+def test_corrupt_archive_is_named_with_both_hashes(tmp_path):
+    from mnist_edge.firmware.sources import prepare_sources
+
+    ruy = SOURCE_BY_NAME["ruy"]
+    folder = _sources_with(tmp_path, {"ruy": _repacked_with_one_byte_changed("ruy")})
+    with pytest.raises(MnistEdgeError) as caught:
+        prepare_sources(folder)
+    message = str(caught.value)
+    assert ruy.archive_names[0] in message and ruy.tree_hash in message
+    got = re.search(r"tree hash ([0-9a-f]{64})", message).group(1)
+    assert got != ruy.tree_hash
+    assert "\n" not in message
+
+
+@needs_sources
+@pytest.mark.parametrize(
+    "replace, match",
+    [
+        ({"gemmlowp": None}, r"no archive of google/gemmlowp@719139ce755a.*gemmlowp-719139ce"),
+        ({"CMSIS_6": b"\x1f\x8b truncated"}, r"CMSIS_6-.*not a readable \.tar\.gz"),
+    ],
+)
+def test_missing_or_unreadable_archive(tmp_path, replace, match):
+    from mnist_edge.firmware.sources import prepare_sources
+
+    with pytest.raises(MnistEdgeError, match=match):
+        prepare_sources(_sources_with(tmp_path, replace))
+
+
+def test_missing_tools_name_the_debian_packages(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: nothing to find
+    with pytest.raises(MissingDependencyError, match="gcc-arm-none-eabi libnewlib-arm-none-eabi"):
+        find_toolchain()
+    with pytest.raises(MissingDependencyError, match="apt-get install qemu-system-arm"):
+        find_qemu()
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"cpus": ["cortex-m3"]}, "Unknown CPU 'cortex-m3'"),
+        ({"cpus": []}, "No CPU given"),
+        ({"kernels": ["xnnpack"]}, "Unknown kernels 'xnnpack'"),
+        ({"images": np.zeros((3, 28, 28), np.float32)}, "expected uint8 N×28×28"),
+        ({"images": np.zeros((0, 28, 28), np.uint8)}, "Invalid image count 0"),
+        ({"labels": np.zeros(2, np.uint8)}, r"Labels \| Received uint8 \(2,\)"),
+        ({"labels": np.array([0, 10, 1])}, r"Labels \| Received values 0 to 10"),
+        ({"max_flash": 0}, "Invalid max_flash 0"),
+        ({"timeout_s": -1}, "Invalid timeout"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, options, match):
+    arguments = {
+        "model": tmp_path / "model_int8.tflite",
+        "images": np.zeros((3, 28, 28), np.uint8),
+        "labels": np.zeros(3, np.uint8),
+        "cpus": ["cortex-m4"],
+        "kernels": ["cmsis-nn"],
+        "out": tmp_path / "out",
+        **options,
+    }
+    with pytest.raises(MnistEdgeError, match=match):
+        firmware(**arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_map_attribution_adds_up_with_merged_strings_and_fill():
+    text = """\
+Linker script and memory map
+
+.text           0x00000000       0x60
+ .vectors       0x00000000       0x10 build/startup.o
+ .text.main     0x00000010       0x20 build/main.o
+ *fill*         0x00000030        0x4
+ .text._ZN6tflite14MicroAllocator6CreateEPhj
+                0x00000034        0x8 lib/obj/tflite-micro-90b9/tensorflow/lite/micro/x.cc.o
+ .rodata.str1.4
+                0x0000003c       0x10 lib/obj/CMSIS-NN-4ab8/Source/x.c.o
+ .rodata.str1.4
+                0x00000040       0x20 /usr/lib/arm-none-eabi/lib/libc_nano.a(lib_a-printf.o)
+
+.data           0x20000000        0x8 load address 0x00000060
+ .data.g        0x20000000        0x8 build/model_data.o
+"""
+    split = map_attribution(text, [".text", ".data"])
+    assert split[".text"]["app"] == 0x34  # vectors, main and the fill after it
+    assert split[".text"]["tflm_runtime"] == 0x8
+    assert split[".text"]["cmsis_nn"] == 0x4  # merged into the next one's strings
+    assert split[".text"]["libc"] == 0x20
+    assert sum(split[".text"].values()) == 0x60
+    assert split[".data"]["model"] == 8
+
+
+# ----------------------------------------------------------------------------- built and run
+
+
+def _host_outputs(model: Path, images: np.ndarray) -> np.ndarray:
+    from mnist_edge.data import to_float
+    from mnist_edge.runtimes import TFLMRunner, quantize
+
+    runner = TFLMRunner(model)
+    return runner.predict_raw(quantize(to_float(images), runner.input))
+
+
+def _build(tmp_path_factory, exported, mnist, cpu: str, kernels: str) -> FirmwareReport:
+    artifacts, _ = exported
+    out = tmp_path_factory.mktemp(f"firmware-{cpu}-{kernels}")
+    return firmware(
+        artifacts / "model_int8.tflite",
+        mnist.x_test[:IMAGES],
+        mnist.y_test[:IMAGES],
+        cpus=[cpu],
+        kernels=[kernels],
+        out=out,
+        sources=SOURCES_DIR,
+        overwrite=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def m4_cmsis_nn(tmp_path_factory, exported, mnist) -> FirmwareReport:
+    """The quick model on Cortex-M4 with CMSIS-NN: built (library cached), run, checked."""
+    return _build(tmp_path_factory, exported, mnist, "cortex-m4", "cmsis-nn")
+
+
+@pytest.fixture(scope="session")
+def m55_reference(tmp_path_factory, exported, mnist) -> FirmwareReport:
+    """The quick model on Cortex-M55 with TFLM's reference kernels."""
+    return _build(tmp_path_factory, exported, mnist, "cortex-m55", "reference")
+
+
+@pytest.mark.parametrize(
+    "fixture, cpu, kernels, limit",
+    [
+        ("m4_cmsis_nn", "cortex-m4", "cmsis-nn", M4_CMSIS_NN_MAX_INSTRUCTIONS),
+        ("m55_reference", "cortex-m55", "reference", M55_REFERENCE_MAX_INSTRUCTIONS),
+    ],
+)
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_firmware_is_bit_exact_with_host_tflm(request, exported, fixture, cpu, kernels, limit):
+    report = request.getfixturevalue(fixture)
+    assert report.passed and report.failures == []
+    (result,) = report.results
+    assert (result.cpu, result.kernels, result.board) == (cpu, kernels, BOARDS[cpu].machine)
+    assert result.golden_count == result.golden_identical == IMAGES
+    assert result.mismatches == ()
+    assert result.agreement_with_host_tflm == 1.0
+    assert result.correct >= IMAGES - 2  # the quick model: about 95% accurate
+    assert result.instructions_min <= result.instructions_per_inference <= result.instructions_max
+    assert result.instructions_per_inference <= limit
+    assert result.isa_limit_instructions < result.instructions_per_inference
+    assert result.macs == 2_794_240
+    # The arena is sized to what TFLM used on the device (a 32-bit one needs less than the host).
+    assert 20_000 < result.arena_bytes < 40_000 and result.arena_bytes % 16 == 0
+    assert 0 < result.stack_bytes < result.stack_reserved_bytes
+    assert result.ram_bytes == result.static_bytes + result.stack_bytes
+    assert result.static_bytes > result.arena_bytes
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_flash_components_add_up(m4_cmsis_nn, exported):
+    import json
+
+    artifacts, _ = exported
+    (result,) = m4_cmsis_nn.results
+    assert result.flash.total == result.flash_bytes
+    # The model's bytes, then at most the padding that aligns what follows.
+    assert 0 <= result.flash.model - (artifacts / "model_int8.tflite").stat().st_size < 16
+    # images, golden outputs, labels, test-set indices (20 of each: no alignment padding).
+    assert result.flash.images == IMAGES * (784 + 10 + 1 + 4)
+    assert min(result.flash.tflm_runtime, result.flash.kernels, result.flash.cmsis_nn) > 5_000
+    assert result.flash.libc > 5_000 and result.flash.app > 0
+    record = json.loads((m4_cmsis_nn.out / "firmware.json").read_text())
+    (row,) = record["results"]
+    assert sum(row["flash"][c] for c in FLASH_COMPONENTS) == row["flash_bytes"]
+    documented = (
+        "cpu board kernels model model_sha256 golden images correct accuracy "
+        "agreement_with_host_tflm instructions_per_inference instructions_min instructions_max "
+        "instructions_per_mac isa_limit_instructions flash_bytes flash ram_bytes arena_bytes "
+        "stack_bytes static_bytes elf elf_sha256 build_seconds"
+    )
+    assert set(documented.split()) <= set(row)
+    assert row["golden"] == {"count": IMAGES, "identical": IMAGES}
+    assert record["toolchain"].startswith("arm-none-eabi-gcc")
+    assert record["qemu"].startswith("QEMU emulator version")
+    assert record["sources"]["tensorflow/tflite-micro"]["tree_hash"] == (
+        SOURCE_BY_NAME["tflite-micro"].tree_hash
+    )
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_generated_project_is_readable_and_complete(m4_cmsis_nn):
+    project = m4_cmsis_nn.out / "cortex-m4-cmsis-nn"
+    expected = (
+        "startup.c board.c board.h board.ld main.cc model_data.cc model_data.h images.cc "
+        "images.h tflm.mk Makefile README.md firmware.elf firmware.map"
+    )
+    assert set(expected.split()) == {p.name for p in project.iterdir()}
+    for name in ("startup.c", "board.c", "board.ld", "main.cc", "Makefile", "tflm.mk"):
+        head = (project / name).read_text().splitlines()[:12]
+        assert any("Generated by mnist-edge" in line for line in head), name
+        text = "\n".join(head)
+        assert "real board" in text or name == "tflm.mk", name
+    main = (project / "main.cc").read_text()
+    # CMSIS-NN's int8-only registrations, one Add per operator kind of the model.
+    assert "MicroMutableOpResolver<8>" in main
+    for registration in (
+        "CONV_2D_INT8",
+        "MAX_POOL_2D_INT8",
+        "FULLY_CONNECTED_INT8",
+        "SOFTMAX_INT8",
+    ):
+        assert f"tflite::Register_{registration}()" in main
+    (result,) = m4_cmsis_nn.results
+    assert f"#define TENSOR_ARENA_SIZE {result.arena_bytes}" in main
+    assert "alignas(16) const unsigned char g_model[]" in (project / "model_data.cc").read_text()
+    assert "mps2-an386" in (project / "Makefile").read_text()
+    assert (m4_cmsis_nn.out / "LICENSES" / "tensorflow_tflite-micro.txt").is_file()
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_reference_kernels_use_the_generic_registrations(m55_reference):
+    main = (m55_reference.out / "cortex-m55-reference" / "main.cc").read_text()
+    assert "resolver.AddConv2D());" in main and "Register_" not in main
+    tflm = (m55_reference.out / "cortex-m55-reference" / "tflm.mk").read_text()
+    assert "-mcpu=cortex-m55" in tflm and "-DCMSIS_NN" not in tflm
+
+
+def _run_plain_qemu(project: Path, cpu: str) -> subprocess.CompletedProcess:
+    command = qemu_command(BOARDS[cpu], project / "firmware.elf")
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_elf_prints_the_documented_lines_in_plain_qemu(m4_cmsis_nn, exported, mnist):
+    artifacts, _ = exported
+    done = _run_plain_qemu(m4_cmsis_nn.out / "cortex-m4-cmsis-nn", "cortex-m4")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    outs = [line for line in lines if line.startswith("OUT ")]
+    instrs = [line for line in lines if line.startswith("INSTR ")]
+    assert len(outs) == len(instrs) == IMAGES and len(lines) == 2 * IMAGES + 1
+    device = np.array([[int(v) for v in line.split()[2:]] for line in outs], np.int8)
+    assert [int(line.split()[1]) for line in outs] == list(range(IMAGES))
+    np.testing.assert_array_equal(
+        device, _host_outputs(artifacts / "model_int8.tflite", mnist.x_test[:IMAGES])
+    )
+    assert all(re.fullmatch(r"INSTR \d+ \d+", line) for line in instrs)
+    assert re.fullmatch(
+        rf"RESULT golden {IMAGES}/{IMAGES} correct \d+/{IMAGES} arena \d+ stack \d+", lines[-1]
+    )
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_shipped_makefile_rebuilds_the_same_elf(m4_cmsis_nn, tmp_path):
+    from mnist_edge.files import cache_dir, sha256_file
+    from mnist_edge.firmware.build import library_key
+    from mnist_edge.firmware.sources import SourceTree
+
+    project = tmp_path / "project"
+    shutil.copytree(m4_cmsis_nn.out / "cortex-m4-cmsis-nn", project)
+    (project / "firmware.elf").unlink()
+    tree = SourceTree(cache_dir() / "firmware" / "sources")
+    key = library_key((project / "tflm.mk").read_text(), find_toolchain(), tree)
+    library = cache_dir() / "firmware" / "lib" / key
+    assert (library / "libtflm.a").is_file()
+    done = subprocess.run(
+        ["make", "-C", str(project), f"SOURCES={tree.root}", f"LIB_DIR={library}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = m4_cmsis_nn.results
+    assert sha256_file(project / "firmware.elf") == result.elf_sha256  # byte for byte
+    ran = _run_plain_qemu(project, "cortex-m4")
+    assert ran.returncode == 0 and f"golden {IMAGES}/{IMAGES}" in ran.stdout
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_firmware_exits_1_when_a_golden_vector_differs(m4_cmsis_nn, tmp_path):
+    from mnist_edge.files import cache_dir
+    from mnist_edge.firmware.build import library_key
+    from mnist_edge.firmware.sources import SourceTree
+
+    project = tmp_path / "project"
+    shutil.copytree(m4_cmsis_nn.out / "cortex-m4-cmsis-nn", project)
+    images = (project / "images.cc").read_text()
+    table = images.index("= {", images.index("g_golden[kImageCount][kClasses]"))
+    first = re.compile(r"-?\d+").search(images, images.index("{", table + 3))  # image 0's row
+    flipped = str(int(first.group()) ^ 1)  # one bit of image 0's first output
+    images = images[: first.start()] + flipped + images[first.end() :]
+    (project / "images.cc").write_text(images)
+    tree = SourceTree(cache_dir() / "firmware" / "sources")
+    library = cache_dir() / "firmware" / "lib"
+    key = library_key((project / "tflm.mk").read_text(), find_toolchain(), tree)
+    done = subprocess.run(
+        ["make", "-C", str(project), f"SOURCES={tree.root}", f"LIB_DIR={library / key}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = _run_plain_qemu(project, "cortex-m4")
+    assert ran.returncode == 1
+    uart = parse_uart(ran.stdout)
+    assert uart.summary.identical == IMAGES - 1 and uart.summary.count == IMAGES
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_qemu_timeout_is_one_line_and_kills_qemu(m55_reference):
+    elf = m55_reference.out / "cortex-m55-reference" / "firmware.elf"
+    with pytest.raises(MnistEdgeError, match=r"did not finish firmware\.elf within 0\.2 s"):
+        run_firmware(BOARDS["cortex-m55"], elf, timeout_s=0.2)
+    running = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            running.append(cmdline.read_bytes())
+        except OSError:
+            continue
+    assert not any(str(elf).encode() in c for c in running)
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_over_budget_writes_nothing_and_relinks_from_the_cache(
+    m4_cmsis_nn, exported, mnist, tmp_path
+):
+    artifacts, _ = exported
+    (built,) = m4_cmsis_nn.results
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("before")
+    before = snapshot(out)
+    with pytest.raises(CheckFailed) as caught:
+        firmware(
+            artifacts / "model_int8.tflite",
+            mnist.x_test[:5],  # other images: a relink, not a library build
+            mnist.y_test[:5],
+            cpus=["cortex-m4"],
+            kernels=["cmsis-nn"],
+            out=out,
+            sources=SOURCES_DIR,
+            max_flash=100_000,
+            max_ram=10_000,
+            run=False,
+        )
+    message = str(caught.value)
+    assert "\n" not in message
+    assert re.search(
+        r"cortex-m4 cmsis-nn needs [\d,]+ bytes of flash, [\d,]+ over 100,000", message
+    )
+    assert re.search(r"cortex-m4 cmsis-nn needs [\d,]+ bytes of RAM .* over 10,000", message)
+    assert snapshot(out) == before
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_relink_without_run_is_fast_and_cached(exported, mnist, tmp_path, m4_cmsis_nn):
+    artifacts, _ = exported
+    report = firmware(
+        artifacts / "model_int8.tflite",
+        mnist.x_test[:3],
+        mnist.y_test[:3],
+        cpus=["cortex-m4"],
+        kernels=["cmsis-nn"],
+        out=tmp_path / "out",
+        sources=SOURCES_DIR,
+        run=False,
+    )
+    (result,) = report.results
+    assert result.library_cached and not result.ran and not report.passed
+    assert result.arena_measured_on == "host" and result.arena_bytes > 30_000
+    assert result.build_seconds < 60
+    # images, golden outputs, labels, test-set indices; then up to 3 bytes of alignment.
+    assert 0 <= result.flash.images - 3 * (784 + 10 + 1 + 4) < 4
+    assert (tmp_path / "out" / "cortex-m4-cmsis-nn" / "firmware.elf").is_file()
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_tools
+def test_too_many_images_for_the_board_is_one_line(m55_reference, exported, mnist, tmp_path):
+    artifacts, _ = exported
+    with pytest.raises(MnistEdgeError) as caught:
+        firmware(
+            artifacts / "model_int8.tflite",
+            mnist.x_test[:600],  # 600 × 784 bytes do not fit the 512 KB ITCM beside the model
+            mnist.y_test[:600],
+            cpus=["cortex-m55"],
+            kernels=["reference"],
+            out=tmp_path / "out",
+            sources=SOURCES_DIR,
+            run=False,
+        )
+    message = str(caught.value)
+    assert "does not fit mps3-an547's ITCM (524,288 bytes" in message
+    assert "overflowed by" in message and "\n" not in message
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+
+
+@pytest.mark.slow
+@needs_sources
+def test_existing_output_is_not_replaced_without_overwrite(m4_cmsis_nn, exported, mnist):
+    artifacts, _ = exported
+    before = snapshot(m4_cmsis_nn.out)
+    with pytest.raises(MnistEdgeError, match="already exist.*--overwrite"):
+        firmware(
+            artifacts / "model_int8.tflite",
+            mnist.x_test[:2],
+            mnist.y_test[:2],
+            cpus=["cortex-m4"],
+            kernels=["cmsis-nn"],
+            out=m4_cmsis_nn.out,
+            sources=SOURCES_DIR,
+        )
+    assert snapshot(m4_cmsis_nn.out) == before
+
+
+# ----------------------------------------------------------------------------- refused models
+
+
+def _with_operator_replaced(data: bytes, old: str, new: str) -> bytes:
+    """The flatbuffer with every use of one builtin operator code changed to another."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    codes = {k: v for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(data, 0)
+    patched = bytearray(data)
+    for i in range(model.OperatorCodesLength()):
+        table = model.OperatorCodes(i)._tab
+        for slot, layout in ((4, "<b"), (10, "<i")):  # deprecated_builtin_code, builtin_code
+            offset = table.Offset(slot)
+            if offset and struct.unpack_from(layout, patched, table.Pos + offset)[0] == codes[old]:
+                struct.pack_into(layout, patched, table.Pos + offset, codes[new])
+    return bytes(patched)
+
+
+def test_model_with_an_operator_the_library_lacks(exported, mnist, tmp_path):
+    from mnist_edge.model_info import read_model
+
+    artifacts, _ = exported
+    model = tmp_path / "model_tanh.tflite"
+    model.write_bytes(
+        _with_operator_replaced((artifacts / "model_int8.tflite").read_bytes(), "SOFTMAX", "TANH")
+    )
+    assert "TANH" in {name for name, _ in read_model(model.read_bytes()).opcodes}
+    with pytest.raises(ModelError, match=r"uses TANH v\d, which the firmware's TFLM library"):
+        firmware(
+            model,
+            mnist.x_test[:2],
+            mnist.y_test[:2],
+            cpus=["cortex-m4"],
+            kernels=["cmsis-nn"],
+            out=tmp_path / "out",
+            sources=SOURCES_DIR,
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "file, match",
+    [
+        ("model_float16.tflite", "TFLM has no float16 kernels"),
+        ("model_dynamic.tflite", "TFLM has no hybrid kernels"),
+        ("model_float32.tflite", "a float32 model; the firmware runs full-integer int8"),
+    ],
+)
+def test_models_tflm_cannot_run_on_a_microcontroller(exported_all, mnist, tmp_path, file, match):
+    artifacts, _ = exported_all
+    with pytest.raises(ModelError, match=match):
+        firmware(
+            artifacts / file,
+            mnist.x_test[:2],
+            mnist.y_test[:2],
+            cpus=["cortex-m4"],
+            kernels=["reference"],
+            out=tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_tools_before_any_work(exported, mnist, tmp_path, monkeypatch):
+    artifacts, _ = exported
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingDependencyError, match="apt-get install gcc-arm-none-eabi"):
+        firmware(
+            artifacts / "model_int8.tflite",
+            mnist.x_test[:2],
+            mnist.y_test[:2],
+            cpus=["cortex-m4"],
+            kernels=["reference"],
+            out=tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_names_every_board_and_kernel():
+    from mnist_edge.firmware.boards import BOARDS, KERNELS
+    from mnist_edge.options import FIRMWARE_CPUS, FIRMWARE_KERNELS
+
+    assert tuple(BOARDS) == FIRMWARE_CPUS and tuple(KERNELS) == FIRMWARE_KERNELS

@@ -16,7 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from mnist_edge import __version__, options
-from mnist_edge.artifacts import INT8_TFLITE, device_model
+from mnist_edge.artifacts import INT8_TFLITE
 from mnist_edge.errors import CheckFailed, MnistEdgeError
 from mnist_edge.files import native_stderr_captured
 
@@ -78,6 +78,8 @@ OrtOptimization = _choices("OrtOptimization", options.ORT_OPTIMIZATION_LEVELS)
 OnnxCalibration = _choices("OnnxCalibration", options.ONNX_CALIBRATION_METHODS)
 Target = _choices("Target", options.BENCH_TARGETS)
 Cpu = _choices("Cpu", [*options.FIRMWARE_CPUS, "all"])
+ProofPlatform = _choices("ProofPlatform", options.PROOF_PLATFORMS)
+ProofCpu = _choices("ProofCpu", options.PROOF_CPUS)
 Kernels = _choices("Kernels", [*options.FIRMWARE_KERNELS, "all"])
 
 
@@ -475,166 +477,6 @@ def bench(
 
 
 @app.command()
-def bundle(
-    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="The .tflite to ship. Default: model_int8_mcu.tflite in the artifacts (the "
-            "MCU-lean model), else model_int8.tflite.",
-            exists=True,
-            dir_okay=False,
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", help="Bundle folder. Default: ARTIFACTS/bundle.", file_okay=False
-        ),
-    ] = None,
-    golden: Annotated[
-        int, typer.Option(min=1, max=10000, help="Test images whose TFLM outputs become golden.")
-    ] = options.DEFAULT_GOLDEN,
-    c_name: Annotated[
-        str, typer.Option("--c-name", help="C name of the model array (its length: NAME_len).")
-    ] = options.DEFAULT_C_NAME,
-    max_arena: Annotated[
-        int | None,
-        typer.Option("--max-arena", min=1, help="Exit 1 if TFLM needs a larger arena (bytes)."),
-    ] = None,
-    max_flash: Annotated[
-        int | None,
-        typer.Option("--max-flash", min=1, help="Exit 1 if the model has more bytes than this."),
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier bundle in --out.")] = False,
-    data: DataOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Write the device bundle: model, C arrays, TFLM golden vectors, manifest with the arena.
-
-    Example: `mnist-edge bundle --max-arena 65536 --max-flash 131072 --out fw/model`
-    """
-    from mnist_edge.bundle import bundle as make_bundle
-    from mnist_edge.render import bundle_table
-
-    result = make_bundle(
-        artifacts,
-        data,
-        model=model,
-        out=out,
-        golden=golden,
-        c_name=c_name,
-        max_arena=max_arena,
-        max_flash=max_flash,
-        overwrite=overwrite,
-    )
-    _emit(result, bundle_table, as_json)
-
-
-def _every(values, table) -> list[str]:
-    """The chosen names, `all` expanded to the table's, in the table's order."""
-    chosen = {v.value for v in values}
-    return list(table) if "all" in chosen else [v for v in table if v in chosen]
-
-
-@app.command()
-def firmware(
-    artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="The int8 .tflite to build in. Default: the bundle's model (ARTIFACTS/bundle), "
-            "else model_int8_mcu.tflite, else model_int8.tflite.",
-            exists=True,
-            dir_okay=False,
-        ),
-    ] = None,
-    cpu: Annotated[
-        list[Cpu] | None,
-        typer.Option(help="CPU (repeatable): cortex-m4, cortex-m7, cortex-m55 or all."),
-    ] = None,
-    kernels: Annotated[
-        list[Kernels] | None,
-        typer.Option(help="TFLM's kernels (repeatable): reference, cmsis-nn or all."),
-    ] = None,
-    images: Annotated[
-        int,
-        typer.Option(
-            min=1, max=10_000, help="The first N MNIST test images, built in and checked."
-        ),
-    ] = options.DEFAULT_FIRMWARE_IMAGES,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", "-o", help="Output folder. Default: ARTIFACTS/firmware.", file_okay=False
-        ),
-    ] = None,
-    sources: Annotated[
-        Path | None,
-        typer.Option(
-            help="A folder with the pinned source archives (TFLM, CMSIS-NN, ...). Default: "
-            f"${options.FIRMWARE_SOURCES_ENV}, else downloaded into the cache.",
-            file_okay=False,
-        ),
-    ] = None,
-    max_flash: Annotated[
-        int | None,
-        typer.Option("--max-flash", min=1, help="Exit 1 if an ELF needs more flash (bytes)."),
-    ] = None,
-    max_ram: Annotated[
-        int | None,
-        typer.Option("--max-ram", min=1, help="Exit 1 if a firmware needs more RAM (bytes)."),
-    ] = None,
-    run: Annotated[
-        bool, typer.Option(help="Run each ELF in QEMU (--no-run: build and measure only).")
-    ] = True,
-    timeout: Annotated[
-        float, typer.Option(min=1.0, help="Seconds a QEMU run may take before it is stopped.")
-    ] = 300.0,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace an earlier firmware run in --out.")
-    ] = False,
-    data: DataOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Build the model with TFLM for Cortex-M, run it in QEMU, check it bit for bit, measure it.
-
-    For each CPU × kernels: a firmware project (startup, linker script, main.cc, the model and
-    the images as C arrays, a Makefile), built with arm-none-eabi-gcc, run on QEMU's board for
-    that CPU; its outputs compared with host TFLM's; flash, RAM, arena, stack and instructions
-    per inference from the ELF and the run. Exit 1 if an output differs or a budget is exceeded.
-    Examples: `mnist-edge firmware`, `mnist-edge firmware --cpu all --kernels all --images 100`,
-    `mnist-edge firmware --cpu cortex-m55 --max-flash 262144 --max-ram 65536`
-    """
-    from mnist_edge.data import load_mnist
-    from mnist_edge.firmware import firmware as build_firmware
-    from mnist_edge.render import firmware_table
-
-    mnist = load_mnist(data)
-    report = build_firmware(
-        model or device_model(artifacts),
-        mnist.x_test[:images],
-        mnist.y_test[:images],
-        cpus=_every(cpu or [Cpu("cortex-m4")], options.FIRMWARE_CPUS),
-        kernels=_every(kernels or [Kernels("cmsis-nn")], options.FIRMWARE_KERNELS),
-        out=out or artifacts / "firmware",
-        sources=sources,
-        max_flash=max_flash,
-        max_ram=max_ram,
-        run=run,
-        overwrite=overwrite,
-        timeout_s=timeout,
-    )
-    _emit(report, firmware_table, as_json)
-    if not report:
-        raise CheckFailed("; ".join(report.failures), label="firmware failed")
-
-
-@app.command()
 def report(
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     data: DataOption = None,
@@ -650,6 +492,10 @@ def report(
     from mnist_edge.report import build_report
 
     _emit(build_report(artifacts, data), report_table, as_json)
+
+
+# The device commands (bundle, firmware) live in cli_device.py; importing it registers them.
+from mnist_edge import cli_device  # noqa: E402, F401
 
 
 def main() -> None:

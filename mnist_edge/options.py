@@ -71,3 +71,9 @@ FIRMWARE_CPUS = ("cortex-m4", "cortex-m7", "cortex-m55")
 FIRMWARE_KERNELS = ("reference", "cmsis-nn")
 DEFAULT_FIRMWARE_IMAGES = 20
 FIRMWARE_SOURCES_ENV = "MNIST_EDGE_FIRMWARE_SOURCES"
+
+# bundle --prove: the platforms a bundle can be proven on, and the emulated boards' CPUs
+# (Raspberry Pi 4 and 5); mnist_edge.proofs holds their facts (a test keeps them equal).
+PROOF_PLATFORMS = ("linux-aarch64", "tflite-runtime-2.14")
+PROOF_CPUS = ("cortex-a72", "cortex-a76")
+DEFAULT_PROOF_IMAGES = 10_000

@@ -16,6 +16,7 @@ from typing import Any
 
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.model_info import MinRuntime, OpUse
+from mnist_edge.proofs.result import Proof
 from mnist_edge.runtimes.base import TensorSpec
 
 
@@ -411,3 +412,7 @@ class BundleResult:
     proven_runtimes: list[RuntimeProof]
     exports: list[ExportCompat]
     versions: dict[str, object]
+    # Platform proofs asked for with --prove (emulated aarch64, tflite-runtime 2.14)
+    proven: list[Proof] = field(default_factory=list)
+    # Target figures from a firmware run of these very bytes (firmware/firmware.json)
+    on_target: list[dict] = field(default_factory=list)

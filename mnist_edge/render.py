@@ -291,6 +291,17 @@ def bundle_table(result: BundleResult) -> Table:
         table.add_row(f"proven {p.runtime}", f"{p.package}: {golden}")
     for e in result.exports:
         table.add_row(f"export {e.file}", f"min runtime {e.min_runtime}; {e.tflite_runtime}")
+    for t in result.on_target:
+        table.add_row(
+            f"on {t['cpu']} {t['kernels']}",
+            f"arena {t['arena_bytes']:,} B ({t['arena_measured_on']}), "
+            f"flash {t['flash_bytes']:,} B with code, RAM {t['ram_bytes']:,} B, "
+            f"{t['instructions_per_inference'] or 0:,} instructions per inference, "
+            f"golden {t['golden']} ({t['source']})",
+        )
+    for proof in result.proven:
+        for line in proof.findings():
+            table.add_row(f"proof {proof.target}", line)
     table.add_row("files", ", ".join(f.name for f in result.files) + ", manifest.json")
     return table
 

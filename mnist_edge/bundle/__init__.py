@@ -22,6 +22,8 @@ from mnist_edge import __version__
 from mnist_edge.arena import measure_arena
 from mnist_edge.artifacts import (
     BUNDLE_DIR,
+    FIRMWARE_DIR,
+    FIRMWARE_JSON,
     MANIFEST,
     VERIFY_JSON,
     int8_model,
@@ -56,7 +58,13 @@ from mnist_edge.model_info import (
     tensor_spec,
     tflm_refusal,
 )
-from mnist_edge.options import DEFAULT_C_NAME, DEFAULT_GOLDEN
+from mnist_edge.options import (
+    DEFAULT_C_NAME,
+    DEFAULT_GOLDEN,
+    DEFAULT_PROOF_IMAGES,
+    PROOF_CPUS,
+    PROOF_PLATFORMS,
+)
 from mnist_edge.records import BundleFile, BundleResult, RuntimeAccuracy, VerifyRow
 from mnist_edge.runtimes import RUNTIMES, TensorSpec, open_runner, quantize
 from mnist_edge.runtimes.tflm_runner import TFLMRunner
@@ -248,8 +256,23 @@ def bundle(
     max_arena: int | None = None,
     max_flash: int | None = None,
     overwrite: bool = False,
+    prove: list[str] | tuple[str, ...] = (),
+    prove_cpu: str = PROOF_CPUS[0],
+    prove_images: int = DEFAULT_PROOF_IMAGES,
 ) -> BundleResult:
-    """Write the device bundle for a .tflite (default the int8 export), checked on TFLM."""
+    """Write the device bundle for a .tflite (default the int8 export), checked on TFLM.
+
+    `prove`: platforms (options.PROOF_PLATFORMS) to prove the bundle on, their environments
+    prepared in the cache on first use; their results go into the manifest. A proof whose
+    bundled model did not load is a failed check (CheckFailed, after the bundle is written).
+    """
+    unknown = sorted(set(prove) - set(PROOF_PLATFORMS))
+    if unknown:
+        raise MnistEdgeError(
+            f"Unknown proof platform {', '.join(unknown)}: expected {', '.join(PROOF_PLATFORMS)}."
+        )
+    if not 1 <= prove_images <= TEST_IMAGES:
+        raise MnistEdgeError(f"Invalid proof images {prove_images}: expected 1 to {TEST_IMAGES:,}.")
     if not 1 <= golden <= TEST_IMAGES:
         raise MnistEdgeError(f"Invalid golden count {golden}: expected 1 to {TEST_IMAGES:,}.")
     if not C_IDENTIFIER.fullmatch(c_name):
@@ -320,6 +343,72 @@ def bundle(
         exports=export_compat(model, info, others, arena.bytes, legacy, legacy_version),
         versions=_versions(info, artifacts),
     )
+    result = replace(
+        result,
+        on_target=_on_target(artifacts, model_bytes),
+        proven=_prove(
+            prove, model, vectors, mnist, outputs, tflm, q, others, prove_cpu, prove_images
+        ),
+    )
     result = _write_bundle(out, result, model_bytes, c_name, vectors)
     log.info("Wrote the bundle to %s", out)
+    failed = [f"{p.target}: {'; '.join(p.failures)}" for p in result.proven if p.failures]
+    if failed:
+        raise CheckFailed(" | ".join(failed), label="proof failed")
     return result
+
+
+def _on_target(artifacts: Path, model_bytes: bytes) -> list[dict]:
+    """What a firmware run of these very bytes measured on each CPU × kernels, if one exists."""
+    from mnist_edge.firmware.results import load_firmware_record
+
+    try:
+        record = load_firmware_record(artifacts / FIRMWARE_DIR / FIRMWARE_JSON)
+    except MnistEdgeError as exc:
+        log.info("Not using the firmware record: %s", exc)
+        return []
+    if record is None or record.model_sha256 != sha256_bytes(model_bytes):
+        return []
+    return [
+        {
+            "cpu": r.cpu,
+            "kernels": r.kernels,
+            "board": r.board,
+            "arena_bytes": r.arena_bytes,
+            "arena_measured_on": r.arena_measured_on,
+            "flash_bytes": r.flash_bytes,
+            "ram_bytes": r.ram_bytes,
+            "stack_bytes": r.stack_bytes,
+            "instructions_per_inference": r.instructions_per_inference,
+            "golden": f"{r.golden_identical}/{r.golden_count}",
+            "source": f"{FIRMWARE_DIR}/{FIRMWARE_JSON}",
+        }
+        for r in record.results
+    ]
+
+
+def _prove(platforms, model, vectors, mnist, outputs, tflm, q, others, cpu, images) -> list:
+    """Each asked-for platform proof (mnist_edge.proofs), on the first `images` test images."""
+    if not platforms:
+        return []
+    from mnist_edge.proofs import Bundle, prove
+
+    host = outputs["tflm"]
+    if len(host) < images:
+        log.info("Running TFLM on %d test images for the proofs", images)
+        host = tflm.predict_raw(q[:images])
+    bundled = Bundle(model, vectors.inputs, vectors.outputs, vectors.labels)
+    extras = [p for p in others if p.suffix in (".tflite", ".onnx")]
+    return [
+        prove(
+            platform,
+            bundled,
+            mnist.x_test[:images],
+            mnist.y_test[:images],
+            host[:images],
+            extras,
+            cpu=cpu,
+            check=False,
+        )
+        for platform in dict.fromkeys(platforms)
+    ]

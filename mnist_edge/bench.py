@@ -215,6 +215,7 @@ def bench(
     rows = _with_keras_speedups(rows)
     chart = _chart(rows)
     report = BenchReport(
+        firmware=_firmware_rows(artifacts, exports) if target == "mcu" else [],
         unsupported=unsupported,
         machine=detect_machine(),
         versions=library_versions(
@@ -239,6 +240,30 @@ def bench(
     )
     write_bench_files(artifacts, report, chart)
     return report
+
+
+def _firmware_rows(artifacts: Path, exports: list[Path]) -> list[dict]:
+    """The firmware run's figures (ARTIFACTS/firmware) for the models benchmarked, by bytes."""
+    from mnist_edge.artifacts import FIRMWARE_DIR, FIRMWARE_JSON
+    from mnist_edge.files import sha256_file
+    from mnist_edge.firmware.results import load_firmware_record
+
+    record = load_firmware_record(artifacts / FIRMWARE_DIR / FIRMWARE_JSON)
+    digests = {sha256_file(path): path.name for path in exports if path.suffix == ".tflite"}
+    if record is None or record.model_sha256 not in digests:
+        return []
+    return [
+        {
+            "artifact": digests[record.model_sha256],
+            "cpu": r.cpu,
+            "kernels": r.kernels,
+            "instructions_per_inference": r.instructions_per_inference,
+            "flash_bytes": r.flash_bytes,
+            "ram_bytes": r.ram_bytes,
+            "arena_bytes": r.arena_bytes,
+        }
+        for r in record.results
+    ]
 
 
 def _row(item, cost: ModelCost, roof: Roofline | None, stats, batch, runs, warmup) -> BenchRow:

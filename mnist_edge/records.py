@@ -305,6 +305,8 @@ class BenchReport:
     rooflines: list[Roofline] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     unsupported: list[Unsupported] = field(default_factory=list)
+    # --target mcu: what a firmware run of the benchmarked model measured on each CPU × kernels
+    firmware: list[dict] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------- manifest.json (bundle)

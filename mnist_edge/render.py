@@ -219,6 +219,12 @@ def bench_table(report: BenchReport) -> Group:
     notes += [
         f"Model cost: {macs:,} MACs and {params:,} parameters per image" for macs, params in costs
     ]
+    notes += [
+        f"On {f['cpu']} with {f['kernels']} (firmware, QEMU): {f['artifact']} "
+        f"{f['instructions_per_inference'] or 0:,} instructions per inference, flash "
+        f"{f['flash_bytes']:,} B, RAM {f['ram_bytes']:,} B (arena {f['arena_bytes']:,} B)"
+        for f in report.firmware
+    ]
     notes.append(f"Peak RSS of this process: {report.peak_rss_mb:,.1f} MiB")
     return Group(table, *notes)
 

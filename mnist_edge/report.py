@@ -232,6 +232,40 @@ def _device_section(bundle: BundleResult, context: Context) -> tuple[str, str, i
     return "Device", html, 0
 
 
+def _firmware_section(folder: Path) -> str:
+    """The firmware run's table (firmware/firmware.json), or nothing where there is none."""
+    from html import escape
+
+    from mnist_edge.artifacts import FIRMWARE_DIR, FIRMWARE_JSON
+    from mnist_edge.firmware.results import load_firmware_record
+
+    record = load_firmware_record(folder / FIRMWARE_DIR / FIRMWARE_JSON)
+    if record is None:
+        return ""
+    rows = [
+        [
+            r.cpu,
+            r.kernels,
+            f"{r.golden_identical}/{r.golden_count}" if r.ran else "not run",
+            "–" if r.accuracy is None else f"{r.accuracy:.4f}",
+            f"{r.instructions_per_inference or 0:,}",
+            f"{r.isa_limit_instructions:,}",
+            f"{r.flash_bytes:,}",
+            f"{r.ram_bytes:,}",
+            f"{r.arena_bytes:,}",
+            f"{r.stack_bytes:,}",
+        ]
+        for r in record.results
+    ]
+    header = ["CPU", "kernels", "golden", "accuracy", "instructions", "ISA limit", "flash B"]
+    header += ["RAM B", "arena B", "stack B"]
+    return (
+        f"<p>{escape(record.model)} built with TFLM, run in QEMU ({escape(record.qemu or '')}) "
+        f"on {record.images} test images; outputs compared bit for bit with host TFLM.</p>"
+        + _html_table(header, rows)
+    )
+
+
 SECTIONS = {
     "train": _training_section,
     "export": _exports_section,
@@ -287,6 +321,10 @@ def build_report(artifacts, data: Path | None = None) -> ReportPage:
         sections.append(title)
         parts.append(f"<h2>{escape(title)}</h2>{html}")
         images += charts_made
+    firmware = _firmware_section(folder)
+    if firmware:
+        sections.append("Firmware")
+        parts.append(f"<h2>Firmware</h2>{firmware}")
     if missing:
         parts.append(f"<p class='note'>Not in this folder: {escape(', '.join(missing))}.</p>")
     page = (

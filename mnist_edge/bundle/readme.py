@@ -68,5 +68,28 @@ def bundle_readme(result: BundleResult, c_name: str) -> str:
         "fill": fill,
         "count": count,
         "proofs": proofs,
+        "platforms": _platforms(result),
     }
     return template("README.md").substitute(fields)
+
+
+def _platforms(result: BundleResult) -> str:
+    """The target-measured figures and the platform proofs, as README paragraphs (or nothing)."""
+    parts = []
+    if result.on_target:
+        rows = "\n".join(
+            f"| {t['cpu']} | {t['kernels']} | {t['golden']} | {t['arena_bytes']:,} | "
+            f"{t['flash_bytes']:,} | {t['ram_bytes']:,} | "
+            f"{t['instructions_per_inference'] or 0:,} |"
+            for t in result.on_target
+        )
+        parts.append(
+            "Measured on target (`mnist-edge firmware`, QEMU; this model's very bytes; flash and "
+            "RAM of the whole firmware, code included):\n\n"
+            "| CPU | kernels | golden | arena B | flash B | RAM B | instructions |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |\n" + rows + "\n"
+        )
+    for proof in result.proven:
+        lines = "\n".join(f"- {line}" for line in proof.findings())
+        parts.append(f"Proven on {proof.platform} (Python {proof.python}):\n\n{lines}\n")
+    return "\n".join(parts) + ("\n" if parts else "")

@@ -16,7 +16,13 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# data -> train (5 epochs, full data) -> export --int8 -> verify -> bench -> bundle -> report
+# Firmware sources: a folder of the pinned archives where one is at hand (FIRMWARE_SOURCES=DIR),
+# else the firmware command downloads them from GitHub into its cache.
+FIRMWARE_SOURCES ?= $(wildcard ../shared/third_party)
+SOURCES_OPTION := $(if $(FIRMWARE_SOURCES),--sources $(FIRMWARE_SOURCES))
+
+# data -> train (the fast recipe) -> export --int8 -> verify -> bench -> bundle -> firmware
+# (Cortex-M4 with CMSIS-NN, in QEMU) -> report
 demo: setup
 	$(BIN)/mnist-edge data
 	$(BIN)/mnist-edge train --artifacts $(ARTIFACTS) --overwrite
@@ -24,6 +30,7 @@ demo: setup
 	$(BIN)/mnist-edge verify --artifacts $(ARTIFACTS)
 	$(BIN)/mnist-edge bench --artifacts $(ARTIFACTS)
 	$(BIN)/mnist-edge bundle --artifacts $(ARTIFACTS) --overwrite
+	$(BIN)/mnist-edge firmware --artifacts $(ARTIFACTS) --overwrite $(SOURCES_OPTION)
 	$(BIN)/mnist-edge report --artifacts $(ARTIFACTS)
 
 # The suite, less the platform proofs (emulated aarch64, tflite-runtime 2.14): `make prove`.

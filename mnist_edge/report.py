@@ -229,6 +229,16 @@ def _device_section(bundle: BundleResult, context: Context) -> tuple[str, str, i
         "reproduced bit for bit:</p>"
         + _html_table(["runtime", "package", "loaded", "golden", "max |Δ|", "note"], proofs)
     )
+    for t in bundle.on_target:
+        html += (
+            f"<p>On {escape(t['cpu'])} with {escape(t['kernels'])} ({escape(t['source'])}): "
+            f"arena {t['arena_bytes']:,} B, flash {t['flash_bytes']:,} B with code, RAM "
+            f"{t['ram_bytes']:,} B, {t['instructions_per_inference'] or 0:,} instructions per "
+            f"inference, golden {escape(t['golden'])}.</p>"
+        )
+    for proof in bundle.proven:
+        findings = "".join(f"<li>{escape(line)}</li>" for line in proof.findings())
+        html += f"<p>Proven on {escape(proof.platform)}:</p><ul>{findings}</ul>"
     return "Device", html, 0
 
 

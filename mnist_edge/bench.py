@@ -243,26 +243,17 @@ def bench(
 
 
 def _firmware_rows(artifacts: Path, exports: list[Path]) -> list[dict]:
-    """The firmware run's figures (ARTIFACTS/firmware) for the models benchmarked, by bytes."""
+    """The firmware run's figures (ARTIFACTS/firmware) for the .tflite models benchmarked."""
     from mnist_edge.artifacts import FIRMWARE_DIR, FIRMWARE_JSON
     from mnist_edge.files import sha256_file
-    from mnist_edge.firmware.results import load_firmware_record
+    from mnist_edge.firmware.results import on_target
 
-    record = load_firmware_record(artifacts / FIRMWARE_DIR / FIRMWARE_JSON)
-    digests = {sha256_file(path): path.name for path in exports if path.suffix == ".tflite"}
-    if record is None or record.model_sha256 not in digests:
-        return []
+    record = artifacts / FIRMWARE_DIR / FIRMWARE_JSON
     return [
-        {
-            "artifact": digests[record.model_sha256],
-            "cpu": r.cpu,
-            "kernels": r.kernels,
-            "instructions_per_inference": r.instructions_per_inference,
-            "flash_bytes": r.flash_bytes,
-            "ram_bytes": r.ram_bytes,
-            "arena_bytes": r.arena_bytes,
-        }
-        for r in record.results
+        {"artifact": path.name, **row}
+        for path in exports
+        if path.suffix == ".tflite"
+        for row in on_target(record, sha256_file(path))
     ]
 
 

@@ -360,31 +360,9 @@ def bundle(
 
 def _on_target(artifacts: Path, model_bytes: bytes) -> list[dict]:
     """What a firmware run of these very bytes measured on each CPU × kernels, if one exists."""
-    from mnist_edge.firmware.results import load_firmware_record
+    from mnist_edge.firmware.results import on_target
 
-    try:
-        record = load_firmware_record(artifacts / FIRMWARE_DIR / FIRMWARE_JSON)
-    except MnistEdgeError as exc:
-        log.info("Not using the firmware record: %s", exc)
-        return []
-    if record is None or record.model_sha256 != sha256_bytes(model_bytes):
-        return []
-    return [
-        {
-            "cpu": r.cpu,
-            "kernels": r.kernels,
-            "board": r.board,
-            "arena_bytes": r.arena_bytes,
-            "arena_measured_on": r.arena_measured_on,
-            "flash_bytes": r.flash_bytes,
-            "ram_bytes": r.ram_bytes,
-            "stack_bytes": r.stack_bytes,
-            "instructions_per_inference": r.instructions_per_inference,
-            "golden": f"{r.golden_identical}/{r.golden_count}",
-            "source": f"{FIRMWARE_DIR}/{FIRMWARE_JSON}",
-        }
-        for r in record.results
-    ]
+    return on_target(artifacts / FIRMWARE_DIR / FIRMWARE_JSON, sha256_bytes(model_bytes))
 
 
 def _prove(platforms, model, vectors, mnist, outputs, tflm, q, others, cpu, images) -> list:

@@ -177,3 +177,37 @@ def load_firmware_record(path: Path) -> FirmwareReport | None:
             f"{path}: not a firmware record this version reads ({exc}); run `mnist-edge "
             "firmware` again."
         ) from None
+
+
+def on_target(firmware_json: Path, model_sha256: str) -> list[dict]:
+    """What a firmware run of the model with these bytes measured on each CPU × kernels: the
+    rows bundle's manifest and bench --target mcu show. [] when there is no run of these bytes
+    (or its record cannot be read: it is context, not a reason to fail the caller)."""
+    import logging
+
+    from mnist_edge.errors import MnistEdgeError
+
+    try:
+        record = load_firmware_record(firmware_json)
+    except MnistEdgeError as exc:
+        logging.getLogger(__name__).info("Not using the firmware record: %s", exc)
+        return []
+    if record is None or record.model_sha256 != model_sha256:
+        return []
+    source = f"{Path(firmware_json).parent.name}/{Path(firmware_json).name}"
+    return [
+        {
+            "cpu": r.cpu,
+            "kernels": r.kernels,
+            "board": r.board,
+            "arena_bytes": r.arena_bytes,
+            "arena_measured_on": r.arena_measured_on,
+            "flash_bytes": r.flash_bytes,
+            "ram_bytes": r.ram_bytes,
+            "stack_bytes": r.stack_bytes,
+            "instructions_per_inference": r.instructions_per_inference,
+            "golden": f"{r.golden_identical}/{r.golden_count}",
+            "source": source,
+        }
+        for r in record.results
+    ]

@@ -123,13 +123,28 @@ def main() -> None:
             f"{name}: median fit {medians[name]:.1f} s, test accuracy {accuracy[name]:.4f}, "
             f"{medians[name] / medians['seed script']:.2f}x the seed script's time"
         )
-    goal = 0.35 if "amx_bf16" in machine.features else 0.45
-    ratio = medians["default"] / medians["seed script"]
-    print(
-        f"goal: default >= 0.991 in <= {goal}x the seed's time: accuracy "
-        f"{accuracy['default']:.4f}, {ratio:.2f}x -> "
-        f"{'met' if accuracy['default'] >= 0.991 and ratio <= goal else 'NOT met'}"
-    )
+    # Each round's own ratio too: the machine's speed drifts, and a round's arms run back to back.
+    per_round = {
+        name: [
+            round(mine["seconds"] / seed["seconds"], 3)
+            for mine, seed in zip(runs[name], runs["seed script"], strict=True)
+        ]
+        for name in arms
+    }
+    for name in arms:
+        if name != "seed script":
+            print(f"{name}: ratio per round {per_round[name]}")
+    goals = {"default": 0.35 if "amx_bf16" in machine.features else 0.45}
+    if "default, float32" in arms:
+        # No machine without AMX here: the recipe in float32 stands in for one (its goal).
+        goals["default, float32"] = 0.45
+    for name, goal in goals.items():
+        ratio = medians[name] / medians["seed script"]
+        met = accuracy[name] >= 0.991 and ratio <= goal
+        print(
+            f"goal: {name} >= 0.991 in <= {goal}x the seed's time: accuracy "
+            f"{accuracy[name]:.4f}, {ratio:.2f}x -> {'met' if met else 'NOT met'}"
+        )
     RESULTS.parent.mkdir(exist_ok=True)
     payload = {
         "machine": machine.__dict__,
@@ -139,7 +154,8 @@ def main() -> None:
         "median_seconds": medians,
         "median_test_accuracy": accuracy,
         "ratio_to_seed": {name: medians[name] / medians["seed script"] for name in arms},
-        "goal_ratio": goal,
+        "ratio_to_seed_per_round": per_round,
+        "goal_ratio": goals,
     }
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS}")

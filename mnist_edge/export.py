@@ -95,10 +95,27 @@ def _tflite_converter(model):
     return tf, tf.lite.TFLiteConverter.from_keras_model(model)
 
 
+def _convert(converter) -> bytes:
+    """converter.convert(), without the SavedModel listing it prints on the way.
+
+    For a Keras 3 model the converter writes a SavedModel through Keras' ExportArchive, whose
+    `write_out` prints "Saved artifact at '/tmp/...'" and every endpoint and capture to stdout;
+    with Keras' interactive logging off, that goes to absl's INFO log (not shown) instead.
+    """
+    keras = require("keras")
+    interactive = keras.config.is_interactive_logging_enabled()
+    keras.config.disable_interactive_logging()
+    try:
+        return converter.convert()
+    finally:
+        if interactive:
+            keras.config.enable_interactive_logging()
+
+
 def convert_tflite_float32(model) -> bytes:
     """Plain float32 TFLite flatbuffer."""
     _, converter = _tflite_converter(model)
-    return converter.convert()
+    return _convert(converter)
 
 
 def convert_tflite_float16(model) -> bytes:
@@ -106,14 +123,14 @@ def convert_tflite_float16(model) -> bytes:
     tf, converter = _tflite_converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-    return converter.convert()
+    return _convert(converter)
 
 
 def convert_tflite_dynamic(model) -> bytes:
     """Dynamic-range quantization: int8 weights, activations quantized on the fly, float I/O."""
     tf, converter = _tflite_converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    return _convert(converter)
 
 
 def convert_tflite_int8(model, calibration_images: np.ndarray, batch: int | None = None) -> bytes:
@@ -141,7 +158,7 @@ def convert_tflite_int8(model, calibration_images: np.ndarray, batch: int | None
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    return _convert(converter)
 
 
 def convert_onnx(model, opset: int = ONNX_OPSET) -> bytes:

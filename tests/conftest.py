@@ -1,8 +1,9 @@
 """Shared fixtures: the real MNIST, and one small seeded model trained and exported once.
 
-The suite is hermetic: before anything of ours (or Keras, matplotlib, pip, npm) reads its
-settings, every cache points into `.test-cache/` inside the checkout (git-ignored, reused
-between runs), so the tests write nothing under the user's home. MNIST comes from
+The suite is hermetic: before anything of ours (or Keras, matplotlib, pip, npm, Chromium,
+onnxruntime) reads its settings, every cache and config folder points into `.test-cache/` inside
+the checkout (git-ignored, reused between runs), so the tests write nothing under the user's
+home. MNIST comes from
 $MNIST_EDGE_DATA when it is set (either source: Keras' mnist.npz or the four IDX files), else it
 is fetched once into `.test-cache/mnist`.
 """
@@ -23,6 +24,7 @@ for variable, folder in (
     ("KERAS_HOME", "keras"),
     ("MPLCONFIGDIR", "matplotlib"),
     ("XDG_CACHE_HOME", "xdg"),
+    ("XDG_CONFIG_HOME", "xdg-config"),  # Chromium's settings, for one
     ("PIP_CACHE_DIR", "pip"),
     ("npm_config_cache", "npm"),
 ):

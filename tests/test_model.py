@@ -100,7 +100,7 @@ TENSORFLOW_LOG = re.compile(r"^[IWEF]\d{4} |oneDNN|cuInit|NodeDef|absl::|cuda", 
 
 
 @pytest.mark.slow
-def test_train_prints_no_tensorflow_log_lines_unless_verbose(tmp_path):
+def test_train_and_export_print_no_tensorflow_log_lines_unless_verbose(tmp_path):
     """A fresh process, as a user runs it: only our own lines on stderr (-v shows TF's too)."""
     command = [sys.executable, "-m", "mnist_edge", "train", "--epochs", "1", "--limit", "500"]
     quiet = subprocess.run(
@@ -108,6 +108,17 @@ def test_train_prints_no_tensorflow_log_lines_unless_verbose(tmp_path):
     )
     assert not TENSORFLOW_LOG.search(quiet.stderr), quiet.stderr[-2000:]
     assert re.search(r"^epoch 1/1  loss", quiet.stderr, re.M)
+    # The TFLite converter saves a SavedModel on the way, and Keras lists its endpoints.
+    exported = subprocess.run(
+        [sys.executable, "-m", "mnist_edge", "export", "--formats", "tflite-float32"]
+        + ["-a", str(tmp_path / "a"), "--calibration-size", "10"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Converting to model_float32.tflite" in exported.stderr
+    assert not TENSORFLOW_LOG.search(exported.stderr), exported.stderr[-2000:]
+    assert "Saved artifact" not in exported.stderr and "Endpoint" not in exported.stderr
     verbose = subprocess.run(
         [sys.executable, "-m", "mnist_edge", "-v", *command[3:], "-a", str(tmp_path / "b")],
         capture_output=True,

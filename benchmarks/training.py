@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rounds import alternate, median_seconds
+
 RESULTS = Path(__file__).parent / "results" / "training.json"
 
 SEED_RECIPE = """
@@ -101,19 +103,10 @@ def main() -> None:
     arms = {"seed script": lambda: run_seed(args.epochs), "default": lambda: run_ours(args.options)}
     if "amx_bf16" in machine.features:
         arms["default, float32"] = lambda: run_ours(f"{args.options} --precision float32")
-    runs: dict[str, list[dict]] = {name: [] for name in arms}
-    for round_ in range(1, args.rounds + 1):
-        for name, run in arms.items():
-            runs[name].append(run())
-        print(
-            f"round {round_}: "
-            + "  ".join(
-                f"{name} {r[-1]['seconds']:.1f} s (acc {r[-1]['test_accuracy']:.4f})"
-                for name, r in runs.items()
-            ),
-            flush=True,
-        )
-    medians = {name: statistics.median(r["seconds"] for r in rows) for name, rows in runs.items()}
+    runs = alternate(
+        arms, args.rounds, lambda r: f"{r['seconds']:.1f} s (acc {r['test_accuracy']:.4f})"
+    )
+    medians = median_seconds(runs)
     accuracy = {
         name: statistics.median(r["test_accuracy"] for r in rows) for name, rows in runs.items()
     }

@@ -27,6 +27,9 @@ for variable, folder in (
     ("XDG_CONFIG_HOME", "xdg-config"),  # Chromium's settings, for one
     ("PIP_CACHE_DIR", "pip"),
     ("npm_config_cache", "npm"),
+    # pip puts `rustc --version` in its user agent; rustup's proxy writes its settings.toml into
+    # an empty home on the way.
+    ("RUSTUP_HOME", "rustup"),
 ):
     os.environ[variable] = str(TEST_CACHE / folder)
 

@@ -159,3 +159,27 @@ def test_the_pixel_tables_give_the_same_bytes_as_the_float_path(exported, mnist,
             runner.invoke()
             fast = runner.fetch()
             assert fast.dtype == np.float32 and np.array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("xnnpack", [True, False])
+def test_litert_pinned_buffers_follow_every_resize(exported, mnist, xnnpack):
+    """feed_pixels and fetch write and read LiteRT's buffers in place once an invoke has run;
+    a resize allocates anew, so the same calls must stay right across batch sizes that change
+    back and forth, mixed with the set_tensor path (feed_raw)."""
+    from mnist_edge.runtimes.litert_runner import LiteRTRunner
+
+    artifacts, _ = exported
+    model = artifacts / "model_int8.tflite"
+    images = mnist.x_test[:128]
+    expected = LiteRTRunner(model, xnnpack=xnnpack).predict(to_float(images))
+    runner = LiteRTRunner(model, xnnpack=xnnpack)
+    for n in (1, 64, 1, 3, 64, 5):
+        runner.set_batch(n)
+        for start in range(0, 2 * n, n):
+            chunk = images[start : start + n]
+            runner.feed_pixels(chunk)
+            runner.invoke()
+            assert np.array_equal(runner.fetch(), expected[start : start + n]), (n, start)
+        runner.feed_raw(quantize(to_float(images[:n]), runner.input))
+        runner.invoke()
+        assert np.array_equal(runner.fetch(), expected[:n])

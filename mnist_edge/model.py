@@ -88,7 +88,9 @@ def load_keras_model(path: Path):
     # exported flatbuffers: start from a clean slate so one model always exports the same bytes.
     keras.backend.clear_session()
     try:
-        model = keras.models.load_model(path, safe_mode=True)
+        # compile=False: nothing here trains or evaluates a loaded model, and restoring the
+        # optimizer warned for a model trained in bfloat16 (saved with a fresh one).
+        model = keras.models.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad archive.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: cannot load the Keras model ({first[:200]}).") from None

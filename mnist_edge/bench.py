@@ -119,6 +119,8 @@ def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch: int) 
     stats = _percentiles(total)
     stats["invoke_p50_us"] = round(float(np.percentile(invoke, 50)) / 1000, 2)
     stats["invoke_mean_us"] = round(float(invoke.mean()) / 1000, 2)
+    # What a call adds around invoke: the input's quantization and copy, the output's read.
+    stats["overhead_us"] = round(stats["p50_us"] - stats["invoke_p50_us"], 2)
     stats["throughput_ips"] = round(batch * 1e6 / stats["p50_us"], 1)
     return stats
 

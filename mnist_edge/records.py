@@ -282,6 +282,7 @@ class BenchRow:
     init_ms: float
     file_bytes: int
     peak_rss_mb: float
+    overhead_us: float | None = None  # p50 − invoke p50: feeding and fetching, per call
     macs: int | None = None
     params: int | None = None
     gmacs: float | None = None  # achieved: MACs per image × images per second (invoke p50)

@@ -174,6 +174,7 @@ def bench_table(report: BenchReport) -> Group:
         "p50 µs",
         "p99 µs",
         "invoke p50 µs",
+        "+call µs",
         "images/s",
         "GMAC/s",
         "of roofline",
@@ -199,6 +200,7 @@ def bench_table(report: BenchReport) -> Group:
             f"{r.p50_us:,.1f}",
             f"{r.p99_us:,.1f}",
             f"{r.invoke_p50_us:,.1f}",
+            maybe(r.overhead_us, ",.1f"),
             f"{r.throughput_ips:,.0f}",
             maybe(r.gmacs, ".1f"),
             maybe(r.roofline_fraction, ".1%"),
@@ -225,6 +227,9 @@ def bench_table(report: BenchReport) -> Group:
         f"{f['flash_bytes']:,} B, RAM {f['ram_bytes']:,} B (arena {f['arena_bytes']:,} B)"
         for f in report.firmware
     ]
+    notes.append(
+        "+call: p50 − invoke p50, what feeding uint8 pixels and reading float scores add per call"
+    )
     notes.append(f"Peak RSS of this process: {report.peak_rss_mb:,.1f} MiB")
     return Group(table, *notes)
 

@@ -412,7 +412,18 @@ def count_macs(info: ModelInfo) -> int:
 def count_params(info: ModelInfo) -> int:
     """Weights and biases of the convolutions and dense layers (the Keras parameter count)."""
     slots = {i for op in info.operators if op.op in WEIGHT_OPS for i in op.inputs[1:] if i >= 0}
-    return sum(math.prod(info.tensors[i].shape) for i in slots if info.tensors[i].constant)
+    # A float16 model keeps its weights as float16 constants, each turned into the float32
+    # tensor the layer reads by a DEQUANTIZE: those outputs are weights too.
+    dequantized = {
+        op.outputs[0]
+        for op in info.operators
+        if op.op == "DEQUANTIZE" and op.inputs and info.tensors[op.inputs[0]].constant
+    }
+    return sum(
+        math.prod(info.tensors[i].shape)
+        for i in slots
+        if info.tensors[i].constant or i in dequantized
+    )
 
 
 def tensor_spec(info: ModelInfo, index: int) -> TensorSpec:

@@ -12,6 +12,7 @@ from mnist_edge.model_info import (
     count_macs,
     count_params,
     min_runtime,
+    model_cost,
     model_kind,
     op_min_runtime,
     op_uses,
@@ -105,3 +106,12 @@ def test_ops_match_an_independent_read_with_the_tflite_package(exported):
     assert list(info.opcodes) == independent
     assert len(info.operators) == model.Subgraphs(0).OperatorsLength()
     assert count_macs(info) == 2_794_240 and count_params(info) == 93_322
+
+
+def test_every_tflite_format_counts_the_same_macs_and_parameters(exported_all):
+    """The cost comes from each file: float16 weights sit behind DEQUANTIZE ops, int8 ones
+    carry scales; all are the same 93,322 parameters and 2,794,240 MACs."""
+    artifacts, _ = exported_all
+    costs = {p.name: model_cost(p) for p in sorted(artifacts.glob("*.tflite"))}
+    assert len(costs) >= 5, costs
+    assert {(c.macs, c.params) for c in costs.values()} == {(2_794_240, 93_322)}, costs

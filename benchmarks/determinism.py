@@ -26,7 +26,7 @@ ONE_EPOCH = """
 import hashlib, json, sys, time
 import keras, numpy as np, tensorflow as tf
 from mnist_edge.data import load_mnist, to_float
-from mnist_edge.model import build_model, learning_rate_schedule
+from mnist_edge.model import VALIDATION_SPLIT, build_model, learning_rate_schedule
 from mnist_edge.options import RECIPES
 
 recipe = RECIPES["fast"]
@@ -35,7 +35,7 @@ if DETERMINISTIC:
     tf.config.experimental.enable_op_determinism()
 mnist = load_mnist()
 x, y = to_float(mnist.x_train), mnist.y_train.astype(np.int32)
-steps = -(-int(len(x) * 0.9) // recipe["batch_size"])
+steps = -(-int(len(x) * (1 - VALIDATION_SPLIT)) // recipe["batch_size"])
 rate = learning_rate_schedule(keras, recipe["schedule"], recipe["learning_rate"], steps)
 model = build_model("float32")
 model.compile(
@@ -44,7 +44,9 @@ model.compile(
     metrics=["accuracy"],
 )
 started = time.perf_counter()
-model.fit(x, y, epochs=1, batch_size=recipe["batch_size"], validation_split=0.1, verbose=0)
+model.fit(
+    x, y, epochs=1, batch_size=recipe["batch_size"], validation_split=VALIDATION_SPLIT, verbose=0
+)
 seconds = time.perf_counter() - started
 digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 print(json.dumps({"seconds": seconds, "weights_sha256": digest[:16]}))

@@ -3,9 +3,8 @@
 The suite is hermetic: before anything of ours (or Keras, matplotlib, pip, npm, Chromium,
 onnxruntime) reads its settings, every cache and config folder points into `.test-cache/` inside
 the checkout (git-ignored, reused between runs), so the tests write nothing under the user's
-home. MNIST comes from
-$MNIST_EDGE_DATA when it is set (either source: Keras' mnist.npz or the four IDX files), else it
-is fetched once into `.test-cache/mnist`.
+home. MNIST comes from $MNIST_EDGE_DATA when it is set (either source: Keras' mnist.npz or the
+four IDX files), else it is fetched once into `.test-cache/mnist`.
 """
 
 from __future__ import annotations

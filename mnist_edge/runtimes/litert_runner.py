@@ -84,9 +84,7 @@ class LiteRTRunner(Runner):
         self._set_tensor = self._interpreter.set_tensor
         self._get_tensor = self._interpreter.get_tensor
         self._unpin()
-        self._batch = int(self._in["shape"][0])
-        self._shape = (self._batch, *IMAGE_SHAPE)
-        self._input_size = self._batch * _IMAGE_SIZE
+        self._batched(int(self._in["shape"][0]))
 
     def _error(self, what: str, exc: BaseException) -> ModelError:
         return ModelError(f"{self.path}: LiteRT {what} ({first_line(exc)}).")
@@ -115,16 +113,21 @@ class LiteRTRunner(Runner):
         if n != self._batch:
             self._unpin()
             try:
-                self._interpreter.resize_tensor_input(self._in["index"], [n, *IMAGE_SHAPE])
+                self._interpreter.resize_tensor_input(self._in_index, [n, *IMAGE_SHAPE])
                 self._interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 raise self._error(f"cannot resize it to batch {n}", exc) from None
-            self._batch = n
-            self._shape = (n, *IMAGE_SHAPE)
-            self._input_size = n * _IMAGE_SIZE
+            self._batched(n)
+
+    def _batched(self, n: int) -> None:
+        """The allocated batch, and what the per-call path derives from it (kept, not derived
+        per call)."""
+        self._batch = n
+        self._shape = (n, *IMAGE_SHAPE)
+        self._input_size = n * _IMAGE_SIZE
 
     def feed_raw(self, x: np.ndarray) -> None:
-        self._interpreter.set_tensor(self._in["index"], x)
+        self._set_tensor(self._in_index, x)
 
     def feed_pixels(self, pixels: np.ndarray) -> None:
         # The per-call path. An int8 model's uint8 pixels are one byte-to-byte lookup:
@@ -161,7 +164,7 @@ class LiteRTRunner(Runner):
             self._pin()
 
     def fetch_raw(self) -> np.ndarray:
-        return self._interpreter.get_tensor(self._out["index"])
+        return self._get_tensor(self._out_index)
 
     def describe(self) -> dict:
         return {**super().describe(), "xnnpack": self.xnnpack}

@@ -161,6 +161,12 @@ def verify_table(report: VerifyReport) -> Group:
     return Group(table, matrix)
 
 
+# The bench tables' `+call µs` column (BenchRow.overhead_us), explained under them.
+OVERHEAD_NOTE = (
+    "+call: p50 − invoke p50, what feeding uint8 pixels and reading float scores add per call"
+)
+
+
 def bench_table(report: BenchReport) -> Group:
     """Latency, throughput, MAC rate against the roofline, speed-up over Keras; the machine."""
     m = report.machine
@@ -227,9 +233,7 @@ def bench_table(report: BenchReport) -> Group:
         f"{f['flash_bytes']:,} B, RAM {f['ram_bytes']:,} B (arena {f['arena_bytes']:,} B)"
         for f in report.firmware
     ]
-    notes.append(
-        "+call: p50 − invoke p50, what feeding uint8 pixels and reading float scores add per call"
-    )
+    notes.append(OVERHEAD_NOTE)
     notes.append(f"Peak RSS of this process: {report.peak_rss_mb:,.1f} MiB")
     return Group(table, *notes)
 

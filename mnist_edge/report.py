@@ -26,7 +26,7 @@ from mnist_edge.records import (
     TrainResult,
     VerifyReport,
 )
-from mnist_edge.render import VERIFY_COLUMNS, format_bytes, verify_cells
+from mnist_edge.render import OVERHEAD_NOTE, VERIFY_COLUMNS, format_bytes, verify_cells
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def _bench_section(bench: BenchReport, context: Context) -> tuple[str, str, int]
             f"{r.p50_us:,.1f}",
             f"{r.p99_us:,.1f}",
             f"{r.invoke_p50_us:,.1f}",
+            "–" if r.overhead_us is None else f"{r.overhead_us:,.1f}",
             f"{r.throughput_ips:,.0f}",
         ]
         for r in bench.results
@@ -172,7 +173,8 @@ def _bench_section(bench: BenchReport, context: Context) -> tuple[str, str, int]
         f"<p>{escape(machine.cpu)} ({machine.arch}, {machine.cores} cores; "
         f"{escape(', '.join(machine.features))}).</p>"
         + _img(charts.bench_chart(bench.results), "benchmark chart")
-        + _html_table([*header, "images/s"], rows)
+        + _html_table([*header, "+call µs", "images/s"], rows)
+        + f"<p>{escape(OVERHEAD_NOTE)}.</p>"
     )
     return "Benchmark", html, 1
 

@@ -24,7 +24,7 @@ from mnist_edge.artifacts import (
     record_payload,
     resolve_exports,
 )
-from mnist_edge.data import IMAGE_SHAPE, Mnist, ensure_mnist
+from mnist_edge.data import IMAGE_SHAPE, MnistTest, ensure_test_split
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import json_bytes, write_files_atomic
 from mnist_edge.model_info import ModelCost, model_cost
@@ -146,7 +146,7 @@ def _keras_models(artifacts: Path, runtimes: list[str] | None) -> list[Path]:
 
 def bench(
     artifacts: Path,
-    data: Mnist | Path | None,
+    data: MnistTest | Path | None,
     *,
     models: list[Path] | None = None,
     runtimes: list[str] | None = None,
@@ -189,7 +189,7 @@ def bench(
     opened = {n: open_runners(exports, selected, n, ort_optimization) for n in thread_counts}
     loaded = {n: runners for n, (runners, _) in opened.items()}
     unsupported = opened[thread_counts[0]][1]
-    images = ensure_mnist(data).x_test[:SAMPLE_IMAGES]  # uint8, as a camera or a file gives
+    images = ensure_test_split(data).x_test[:SAMPLE_IMAGES]  # uint8, as a camera or a file gives
     rooflines = {n: measure_roofline(n) for n in thread_counts} if roofline else {}
     costs: dict[Path, ModelCost] = {}
     rows: list[BenchRow] = []

@@ -180,11 +180,11 @@ def firmware(
     Examples: `mnist-edge firmware`, `mnist-edge firmware --cpu all --kernels all --images 100`,
     `mnist-edge firmware --cpu cortex-m55 --max-flash 262144 --max-ram 65536`
     """
-    from mnist_edge.data import load_mnist
+    from mnist_edge.data import load_test_split
     from mnist_edge.firmware import firmware as build_firmware
     from mnist_edge.render import firmware_table
 
-    mnist = load_mnist(data)
+    mnist = load_test_split(data)
     report = build_firmware(
         model or device_model(artifacts),
         mnist.x_test[:images],

@@ -77,15 +77,29 @@ DOWNLOAD_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True, eq=False)
-class Mnist:
-    """The MNIST arrays (uint8 images N×28×28, uint8 labels) and where they came from."""
+class MnistTest:
+    """The test split alone (uint8 images N×28×28, uint8 labels) and where it came from: what
+    verify, bench and bundle read. Loading it skips the 47 MB of training images."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
-    sha256: dict[str, str]
+    sha256: dict[str, str]  # of the IDX files loaded (or that the npz arrays amount to)
+
+
+@dataclass(frozen=True, eq=False)
+class Mnist(MnistTest):
+    """All of MNIST: the test split and the 60,000 training images and labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+
+
+TEST_KEYS = ("x_test", "y_test")
+
+
+def _loaded(arrays: dict[str, np.ndarray], source: str, digests: dict[str, str]) -> MnistTest:
+    return (Mnist if "x_train" in arrays else MnistTest)(**arrays, source=source, sha256=digests)
 
 
 @dataclass(frozen=True)
@@ -165,19 +179,21 @@ def _check_sha(raw: bytes, expected: str, origin: str) -> str:
     return digest
 
 
-def load_idx_folder(folder: Path) -> Mnist:
-    """Load the four IDX files (raw or .gz) from a folder, each checked by SHA-256 and header."""
-    found = {key: _read_idx_bytes(folder, spec) for key, spec in IDX_FILES.items()}
+def load_idx_folder(folder: Path, keys: tuple[str, ...] = tuple(IDX_FILES)) -> MnistTest:
+    """Load the IDX files (raw or .gz) from a folder, each checked by SHA-256 and header: all
+    four (a Mnist), or with `keys=TEST_KEYS` the test split's two (a MnistTest)."""
+    found = {key: _read_idx_bytes(folder, IDX_FILES[key]) for key in keys}
     missing = [IDX_FILES[key].name for key, value in found.items() if value is None]
     if missing:
         raise DataError(f"{folder}: missing {', '.join(missing)} (raw or .gz).")
     arrays, digests = {}, {}
-    for key, spec in IDX_FILES.items():
+    for key in keys:
+        spec = IDX_FILES[key]
         raw, origin = found[key]  # type: ignore[misc]
         # Structure first (it names the problem: truncated, wrong magic...), then the bytes.
         arrays[key] = parse_idx(raw, spec, origin)
         digests[spec.name] = _check_sha(raw, spec.sha256, origin)
-    return Mnist(**arrays, source=str(folder), sha256=digests)
+    return _loaded(arrays, str(folder), digests)
 
 
 def idx_bytes(array: np.ndarray, spec: IdxSpec) -> bytes:
@@ -186,13 +202,13 @@ def idx_bytes(array: np.ndarray, spec: IdxSpec) -> bytes:
     return struct.pack(f">I{len(dims)}I", spec.magic, *dims) + array.astype(np.uint8).tobytes()
 
 
-def load_npz(path: Path) -> Mnist:
+def load_npz(path: Path, keys: tuple[str, ...] = tuple(IDX_FILES)) -> MnistTest:
     """Load a Keras-style mnist.npz without pickle, checked by its arrays, not its zip bytes.
 
     Each array must be uint8 of MNIST's shape, and the IDX file it amounts to must have the
     published SHA-256: the same protection as a file hash, but any zip of the same arrays (Keras'
     own, one re-saved by numpy or another tool) loads, and records the same digests as the IDX
-    files do.
+    files do. `keys=TEST_KEYS` reads only the test split's two members (a MnistTest).
     """
     import zipfile
 
@@ -201,35 +217,36 @@ def load_npz(path: Path) -> Mnist:
         with np.load(path, allow_pickle=False) as npz:
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise DataError(f"{path}: a single .npy array, not an npz archive.")
-            arrays = {key: npz[key] for key in IDX_FILES if key in npz.files}
+            arrays = {key: npz[key] for key in keys if key in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable npz file ({exc}).") from None
-    missing = sorted(set(IDX_FILES) - set(arrays))
+    missing = sorted(set(keys) - set(arrays))
     if missing:
-        raise DataError(f"{path}: missing keys {', '.join(missing)}; expected {list(IDX_FILES)}.")
+        raise DataError(f"{path}: missing keys {', '.join(missing)}; expected {list(keys)}.")
     digests = {}
-    for key, spec in IDX_FILES.items():
-        array = arrays[key]
+    for key in keys:
+        spec, array = IDX_FILES[key], arrays[key]
         shape = (spec.count, ROWS, COLS) if spec.magic == IMAGE_MAGIC else (spec.count,)
         if array.dtype != np.uint8 or array.shape != shape:
             raise DataError(
                 f"{path}: {key} is {array.dtype} {array.shape}; expected uint8 {shape}."
             )
         digests[spec.name] = _check_sha(idx_bytes(array, spec), spec.sha256, f"{path}: {key}")
-    return Mnist(**arrays, source=str(path), sha256=digests)
+    return _loaded(arrays, str(path), digests)
 
 
-def load_from(path: Path) -> Mnist:
-    """Load MNIST from a folder (IDX files or mnist.npz) or from an .npz file."""
+def load_from(path: Path, keys: tuple[str, ...] = tuple(IDX_FILES)) -> MnistTest:
+    """Load MNIST (or with `keys=TEST_KEYS` its test split) from a folder (IDX files or
+    mnist.npz) or from an .npz file."""
     path = Path(path).expanduser()
     if path.is_file():
-        return load_npz(path)
+        return load_npz(path, keys)
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder.")
-    if any(_idx_present(path, spec) for spec in IDX_FILES.values()):
-        return load_idx_folder(path)
+    if any(_idx_present(path, IDX_FILES[key]) for key in keys):
+        return load_idx_folder(path, keys)
     if (path / KERAS_NPZ_NAME).is_file():
-        return load_npz(path / KERAS_NPZ_NAME)
+        return load_npz(path / KERAS_NPZ_NAME, keys)
     raise DataError(
         f"{path}: no MNIST there; expected the four IDX files (raw or .gz) or {KERAS_NPZ_NAME}."
     )
@@ -336,17 +353,33 @@ def fetch_into(cache: Path) -> None:
 
 def load_mnist(data: Path | None = None) -> Mnist:
     """Load MNIST from `data`, else the cache, else download into the cache first."""
+    return _load(data, tuple(IDX_FILES))  # type: ignore[return-value]  # all keys: a Mnist
+
+
+def load_test_split(data: Path | None = None) -> MnistTest:
+    """The test split alone, from `data`, else the cache, else download into the cache first
+    (everything: both sources come whole). A device checking a model needs only this."""
+    return _load(data, TEST_KEYS)
+
+
+def _load(data: Path | None, keys: tuple[str, ...]) -> MnistTest:
     if data is not None:
-        return load_from(data)
+        return load_from(data, keys)
     cache = default_cache_dir()
     if not _has_data(cache):
         fetch_into(cache)
-    return load_from(cache)
+    return load_from(cache, keys)
 
 
 def ensure_mnist(data: Mnist | Path | None) -> Mnist:
     """A loaded Mnist as is; otherwise load it from a path, or the cache (see load_mnist)."""
     return data if isinstance(data, Mnist) else load_mnist(data)
+
+
+def ensure_test_split(data: MnistTest | Path | None) -> MnistTest:
+    """A loaded split (a whole Mnist holds one) as is; otherwise only the test split, from a
+    path or the cache (see load_test_split)."""
+    return data if isinstance(data, MnistTest) else load_test_split(data)
 
 
 def to_float(images: np.ndarray) -> np.ndarray:

@@ -296,10 +296,10 @@ class Context:
 
     def test_images(self):
         if self._images is False:
-            from mnist_edge.data import load_mnist
+            from mnist_edge.data import load_test_split
 
             try:
-                self._images = load_mnist(self._data).x_test
+                self._images = load_test_split(self._data).x_test
             except MnistEdgeError as exc:
                 log.warning("No digit pictures in the report: %s", exc)
                 self._images = None

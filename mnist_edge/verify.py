@@ -26,7 +26,7 @@ from mnist_edge.compare import (
     disagreements,
     per_class_accuracy,
 )
-from mnist_edge.data import Mnist, ensure_mnist, to_float
+from mnist_edge.data import MnistTest, ensure_test_split, to_float
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import sha256_file, write_json
 from mnist_edge.records import Reference, VerifyReport, VerifyRow
@@ -35,7 +35,7 @@ from mnist_edge.runtimes import open_runners
 log = logging.getLogger(__name__)
 
 
-def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarray, str]:
+def load_reference(artifacts: Path, mnist: MnistTest, count: int) -> tuple[np.ndarray, str]:
     """Keras' probabilities on the first `count` test images: recorded if current, else live."""
     model_path = artifacts / MODEL_FILE
     recorded = artifacts / REFERENCE_FILE
@@ -71,7 +71,7 @@ def load_reference(artifacts: Path, mnist: Mnist, count: int) -> tuple[np.ndarra
 
 def verify(
     artifacts: Path,
-    data: Mnist | Path | None,
+    data: MnistTest | Path | None,
     *,
     models: list[Path] | None = None,
     runtimes: list[str] | None = None,
@@ -89,7 +89,7 @@ def verify(
     # Every file is loaded before any work: one that cannot be is bad input (exit 2, nothing
     # written), not a failed check.
     loaded, unsupported = open_runners(exports, runtimes, threads)
-    mnist = ensure_mnist(data)
+    mnist = ensure_test_split(data)
     count = min(limit or len(mnist.y_test), len(mnist.y_test))
     labels = mnist.y_test[:count]
     images = to_float(mnist.x_test[:count])

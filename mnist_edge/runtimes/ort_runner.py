@@ -71,6 +71,7 @@ class OrtRunner(Runner):
         self.input = TensorSpec(inp.name, _ort_shape(inp.shape), _ort_dtype(inp.type))
         self.output = TensorSpec(out.name, _ort_shape(out.shape), _ort_dtype(out.type))
         self._check_io()
+        self._input_name = inp.name
         self._feed: dict[str, np.ndarray] = {}
         self._result: np.ndarray | None = None
 
@@ -81,7 +82,7 @@ class OrtRunner(Runner):
         pass  # The exported graph has a dynamic batch dimension.
 
     def feed_raw(self, x: np.ndarray) -> None:
-        self._feed = {self.input.name: x}
+        self._feed = {self._input_name: x}
 
     def invoke(self) -> None:
         try:

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import cache_dir
 from mnist_edge.firmware.sources import SourceTree, exclusive
+from mnist_edge.processes import stream
 
 log = logging.getLogger(__name__)
 
@@ -112,36 +112,20 @@ def make(
     """Run the project's Makefile; MnistEdgeError with the first error line if it fails."""
     command = [toolchain.make, "-C", str(project), f"-j{jobs()}", *targets]
     command += [f"-o{path}" for path in old]  # taken as up to date, never rebuilt
-    command += [f"{key}={value}" for key, value in variables.items()]
+    command += _assign(variables)
     command.append(f"ARM_GCC_PREFIX={str(Path(toolchain.gcc).parent)}/{ARM_GCC_PREFIX}")
     started = time.perf_counter()
-    lines: list[str] = []
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as record:
         record.write(" ".join(command) + "\n")
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            start_new_session=True,  # its own process group: Ctrl-C here stops every compiler
-        )
-        assert process.stdout is not None
-        try:
-            for line in process.stdout:
-                record.write(line)
-                lines.append(line.rstrip("\n"))
-                if on_line is not None:
-                    on_line(line)
-            process.wait()
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
-            raise
-    if process.returncode != 0:
+
+        def each(line: str) -> None:
+            record.write(line + "\n")
+            if on_line is not None:
+                on_line(line)
+
+        code, lines = stream(command, each)
+    if code != 0:
         raise MnistEdgeError(f"{what} failed: {_first_error(lines)} (full log: {log_file}).")
     return MakeRun(tuple(lines), time.perf_counter() - started)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.files import cache_dir
+from mnist_edge.processes import stream
 from mnist_edge.proofs.environments import (
     AARCH64,
     ARM64_PACKAGES,
@@ -40,7 +41,6 @@ from mnist_edge.proofs.environments import (
     _pip_install,
     _pip_reason,
     _Progress,
-    _stream,
 )
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,11 @@ def _download_debs(apt: Path, mirror: str | None) -> list[Path]:
         )
 
     log.info("fetching Debian %s's arm64 package lists from %s", DEBIAN_RELEASE, main)
-    code, lines = _stream([apt_get, "update"], env, lambda line: None)
+    code, lines = stream([apt_get, "update"], env=env)
     if code != 0 or any(line.startswith(("W:", "E:", "Err:")) for line in lines):
         raise failed(lines, f"Debian {DEBIAN_RELEASE}'s arm64 package lists")
     install = [apt_get, "install", "--download-only", "--yes", *ARM64_PACKAGES]
-    code, lines = _stream([*install, "--print-uris", "-qq"], env, lambda line: None)
+    code, lines = stream([*install, "--print-uris", "-qq"], env=env)
     uris = [line for line in lines if line.startswith("'")]
     if code != 0 or not uris:
         raise failed(lines, f"the arm64 packages {', '.join(ARM64_PACKAGES)}")
@@ -174,7 +174,7 @@ def _download_debs(apt: Path, mirror: str | None) -> list[Path]:
             parts = line.split()
             progress.step(parts[4] if len(parts) > 4 else "")
 
-    code, lines = _stream(install, env, on_line)
+    code, lines = stream(install, on_line, env)
     debs = sorted((apt / "cache" / "archives").glob("*.deb"))
     if code != 0 or len(debs) != len(uris):
         raise failed(lines, "the arm64 packages")

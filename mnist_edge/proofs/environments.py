@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.processes import stream
 
 log = logging.getLogger(__name__)
 
@@ -207,30 +207,6 @@ def _key(payload: object) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _stream(command: list[str], env: dict[str, str], on_line: Callable[[str], None]) -> tuple:
-    """Run a command, handing each output line (stdout and stderr merged) to `on_line`."""
-    try:
-        proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            env=env,
-        )
-    except OSError as exc:
-        raise MnistEdgeError(f"Cannot run {command[0]}: {exc.strerror or exc}.") from None
-    lines = []
-    assert proc.stdout is not None
-    with proc.stdout:
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            lines.append(line)
-            on_line(line)
-    return proc.wait(), lines
-
-
 def _pip_reason(lines: list[str]) -> str:
     for line in lines:
         if line.startswith("ERROR:"):
@@ -276,7 +252,7 @@ def _pip_install(arguments: list[str], what: str) -> list[str]:
                 progress.step(stripped.removeprefix(prefix).split("/")[-1])
 
     env = {**os.environ, "PIP_PROGRESS_BAR": "off"}
-    code, lines = _stream([*_pip(), "install", "--progress-bar", "off", *arguments], env, on_line)
+    code, lines = stream([*_pip(), "install", "--progress-bar", "off", *arguments], on_line, env)
     if code != 0:
         raise MnistEdgeError(
             f"pip could not install {what} ({_pip_reason(lines)}): check the network, or point "

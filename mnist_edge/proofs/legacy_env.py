@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.processes import stream
 from mnist_edge.proofs.environments import (
     TFLITE_RUNTIME,
     Environment,
@@ -18,7 +19,6 @@ from mnist_edge.proofs.environments import (
     _layer,
     _pip_reason,
     _Progress,
-    _stream,
 )
 from mnist_edge.runtimes.legacy_runner import (
     TFLITE_RUNTIME_VENV,
@@ -91,11 +91,11 @@ def _build_venv(staging: Path, base: str) -> dict:
     env = {**os.environ, "PIP_PROGRESS_BAR": "off"}
     env.pop("PYTHONPATH", None)
     requirement = f"tflite-runtime=={TFLITE_RUNTIME_VERSION}"
-    code, lines = _stream(
+    code, lines = stream(
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
         + ["--progress-bar", "off", requirement, "numpy<2"],
-        env,
         on_line,
+        env,
     )
     if code != 0:
         raise MnistEdgeError(

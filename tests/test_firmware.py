@@ -424,14 +424,20 @@ def test_elf_prints_the_documented_lines_in_plain_qemu(m4_cmsis_nn, exported, mn
 @pytest.mark.slow
 @needs_sources
 @needs_tools
-def test_shipped_makefile_rebuilds_the_same_elf(m4_cmsis_nn, tmp_path):
-    from mnist_edge.files import cache_dir, sha256_file
+def _copied_project(run, tmp_path: Path) -> Path:
+    """The M4 CMSIS-NN project as the firmware command wrote it, copied to change freely."""
+    project = tmp_path / "project"
+    shutil.copytree(run.out / "cortex-m4-cmsis-nn", project)
+    return project
+
+
+def _make_with_its_makefile(project: Path) -> None:
+    """Build the project with its own Makefile, as a user would, against the cached library
+    (the one compiled for its tflm.mk)."""
+    from mnist_edge.files import cache_dir
     from mnist_edge.firmware.build import library_key
     from mnist_edge.firmware.sources import SourceTree
 
-    project = tmp_path / "project"
-    shutil.copytree(m4_cmsis_nn.out / "cortex-m4-cmsis-nn", project)
-    (project / "firmware.elf").unlink()
     tree = SourceTree(cache_dir() / "firmware" / "sources")
     key = library_key((project / "tflm.mk").read_text(), find_toolchain(), tree)
     library = cache_dir() / "firmware" / "lib" / key
@@ -443,6 +449,14 @@ def test_shipped_makefile_rebuilds_the_same_elf(m4_cmsis_nn, tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_shipped_makefile_rebuilds_the_same_elf(m4_cmsis_nn, tmp_path):
+    from mnist_edge.files import sha256_file
+
+    project = _copied_project(m4_cmsis_nn, tmp_path)
+    (project / "firmware.elf").unlink()
+    _make_with_its_makefile(project)
     (result,) = m4_cmsis_nn.results
     assert sha256_file(project / "firmware.elf") == result.elf_sha256  # byte for byte
     ran = _run_plain_qemu(project, "cortex-m4")
@@ -453,28 +467,14 @@ def test_shipped_makefile_rebuilds_the_same_elf(m4_cmsis_nn, tmp_path):
 @needs_sources
 @needs_tools
 def test_firmware_exits_1_when_a_golden_vector_differs(m4_cmsis_nn, tmp_path):
-    from mnist_edge.files import cache_dir
-    from mnist_edge.firmware.build import library_key
-    from mnist_edge.firmware.sources import SourceTree
-
-    project = tmp_path / "project"
-    shutil.copytree(m4_cmsis_nn.out / "cortex-m4-cmsis-nn", project)
+    project = _copied_project(m4_cmsis_nn, tmp_path)
     images = (project / "images.cc").read_text()
     table = images.index("= {", images.index("g_golden[kImageCount][kClasses]"))
     first = re.compile(r"-?\d+").search(images, images.index("{", table + 3))  # image 0's row
     flipped = str(int(first.group()) ^ 1)  # one bit of image 0's first output
     images = images[: first.start()] + flipped + images[first.end() :]
     (project / "images.cc").write_text(images)
-    tree = SourceTree(cache_dir() / "firmware" / "sources")
-    library = cache_dir() / "firmware" / "lib"
-    key = library_key((project / "tflm.mk").read_text(), find_toolchain(), tree)
-    done = subprocess.run(
-        ["make", "-C", str(project), f"SOURCES={tree.root}", f"LIB_DIR={library / key}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _make_with_its_makefile(project)
     ran = _run_plain_qemu(project, "cortex-m4")
     assert ran.returncode == 1
     uart = parse_uart(ran.stdout)

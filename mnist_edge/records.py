@@ -283,6 +283,8 @@ class BenchRow:
     file_bytes: int
     peak_rss_mb: float
     overhead_us: float | None = None  # p50 − invoke p50: feeding and fetching, per call
+    feed_p50_us: float | None = None  # its two halves: uint8 pixels in ...
+    fetch_p50_us: float | None = None  # ... and float scores out
     macs: int | None = None
     params: int | None = None
     gmacs: float | None = None  # achieved: MACs per image × images per second (invoke p50)

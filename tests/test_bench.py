@@ -22,6 +22,7 @@ def test_bench_rows_for_both_runtimes(exported, mnist):
         assert 0 < row.min_us <= row.p50_us <= row.p90_us <= row.p99_us <= row.max_us
         assert row.invoke_p50_us <= row.p50_us
         assert row.overhead_us == round(row.p50_us - row.invoke_p50_us, 2)
+        assert 0 < row.feed_p50_us < row.p50_us and 0 < row.fetch_p50_us < row.p50_us
         assert row.throughput_ips > 0 and row.batch_size in (1, 16) and row.threads == 1
     record = json.loads((artifacts / "bench.json").read_text())
     keys = {"artifact", "runtime", "threads", "batch_size", "p50_us", "p90_us", "p99_us"}

@@ -60,7 +60,7 @@ def run(deterministic: bool) -> dict:
 
 
 def main() -> None:
-    from mnist_edge.bench import detect_machine
+    from mnist_edge.machine import detect_machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)

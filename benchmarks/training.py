@@ -92,7 +92,7 @@ def run_ours(recipe: str) -> dict:
 
 
 def main() -> None:
-    from mnist_edge.bench import detect_machine
+    from mnist_edge.machine import detect_machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)

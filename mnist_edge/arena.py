@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_edge.artifacts import library_versions
 from mnist_edge.errors import ModelError
 from mnist_edge.files import capture_native_output
+from mnist_edge.machine import library_versions
 from mnist_edge.model_info import CHANNEL_OPS, ModelInfo, read_model
 from mnist_edge.records import ArenaReport
 from mnist_edge.runtimes.tflm_runner import tflm_allocation, tflm_runs

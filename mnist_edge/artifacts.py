@@ -4,7 +4,6 @@ records (train, export, verify, bench, the bundle's manifest) saved and loaded."
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,19 +48,6 @@ RECORDS: dict[str, tuple[str, str]] = {
     "bench": (BENCH_JSON, "BenchReport"),
     "bundle": (f"{BUNDLE_DIR}/{MANIFEST}", "BundleResult"),
 }
-
-
-def library_versions(*names: str) -> dict[str, str]:
-    """Installed versions of the given distributions (and Python), for the records."""
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 def find_exports(artifacts: Path) -> list[Path]:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import platform
 import resource
 import sys
 import time
@@ -20,13 +18,13 @@ from mnist_edge.artifacts import (
     BENCH_JSON,
     BENCH_PNG,
     MODEL_FILE,
-    library_versions,
     record_payload,
     resolve_exports,
 )
-from mnist_edge.data import IMAGE_SHAPE, MnistTest, ensure_test_split
+from mnist_edge.data import MnistTest, ensure_test_split
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import json_bytes, write_files_atomic
+from mnist_edge.machine import detect_machine, library_versions
 from mnist_edge.model_info import ModelCost, model_cost
 from mnist_edge.options import (
     BENCH_TARGETS,
@@ -34,9 +32,10 @@ from mnist_edge.options import (
     DEFAULT_RUNS,
     DEFAULT_WARMUP,
 )
-from mnist_edge.records import BenchReport, BenchRow, Machine, Roofline
+from mnist_edge.records import BenchReport, BenchRow, Roofline
 from mnist_edge.roofline import measure_roofline
 from mnist_edge.runtimes import open_runners
+from mnist_edge.tensors import IMAGE_SHAPE
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +43,6 @@ log = logging.getLogger(__name__)
 MAX_RUNS = {"keras-predict": 100}
 SAMPLE_IMAGES = 100  # distinct test images cycled through the timed runs
 DISTINCT_BATCHES = 10  # ready-made inputs cycled through the timed runs
-CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def detect_machine() -> Machine:
-    """CPU model and the SIMD/matrix features that decide which kernels run."""
-    cpu, flags = "", set()
-    # Linux names the model and its features per core; the first core's lines suffice.
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and not cpu:
-                cpu = value
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    return Machine(
-        cpu=cpu or platform.processor() or platform.machine() or "unknown",
-        arch=platform.machine(),
-        cores=os.cpu_count() or 1,
-        features=[f for f in CPU_FEATURES if f in flags],
-        os=f"{platform.system()} {platform.release()}",
-    )
 
 
 def peak_rss_mb() -> float:

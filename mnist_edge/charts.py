@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mnist_edge.data import NUM_CLASSES
 from mnist_edge.deps import require
+from mnist_edge.tensors import NUM_CLASSES
 
 if TYPE_CHECKING:
     from mnist_edge.records import BenchRow, EpochStats

@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 import warnings
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +14,26 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from mnist_edge import __version__, options
+from mnist_edge import __version__, cli_device, options
 from mnist_edge.artifacts import INT8_TFLITE
+from mnist_edge.cli_options import (
+    DEFAULT_ARTIFACTS,
+    ArtifactsOption,
+    DataOption,
+    JsonOption,
+    ModelOption,
+    OnnxCalibration,
+    OrtOptimization,
+    Precision,
+    Recipe,
+    Runtime,
+    RuntimeOption,
+    Schedule,
+    Target,
+    ThreadsOption,
+    emit,
+    int_list,
+)
 from mnist_edge.errors import CheckFailed, MnistEdgeError
 from mnist_edge.files import native_stderr_captured
 
@@ -65,83 +82,6 @@ app = typer.Typer(
 )
 
 
-def _choices(name: str, values) -> type[Enum]:
-    """A str Enum for typer from one of the library's tables (options.py), never a copy."""
-    return Enum(name, {value: value for value in values}, type=str)
-
-
-Runtime = _choices("Runtime", [*options.RUNTIMES, "all"])
-Schedule = _choices("Schedule", options.SCHEDULES)
-Recipe = _choices("Recipe", options.RECIPES)
-Precision = _choices("Precision", options.PRECISIONS)
-OrtOptimization = _choices("OrtOptimization", options.ORT_OPTIMIZATION_LEVELS)
-OnnxCalibration = _choices("OnnxCalibration", options.ONNX_CALIBRATION_METHODS)
-Target = _choices("Target", options.BENCH_TARGETS)
-Cpu = _choices("Cpu", [*options.FIRMWARE_CPUS, "all"])
-ProofPlatform = _choices("ProofPlatform", options.PROOF_PLATFORMS)
-ProofCpu = _choices("ProofCpu", options.PROOF_CPUS)
-Kernels = _choices("Kernels", [*options.FIRMWARE_KERNELS, "all"])
-
-
-def _int_list(value: str, option: str) -> list[int]:
-    try:
-        numbers = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        numbers = []
-    if not numbers or min(numbers) < 1:
-        raise typer.BadParameter(
-            f"{value!r}: expected positive integers like 1,2", param_hint=option
-        )
-    return numbers
-
-
-ArtifactsOption = Annotated[
-    Path,
-    typer.Option(
-        "--artifacts",
-        "-a",
-        help="Artifacts folder (models, JSON records).",
-        file_okay=False,
-        dir_okay=True,
-    ),
-]
-DataOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data",
-        help="MNIST folder (four IDX files, raw or .gz) or mnist.npz. "
-        "Default: the cache ($MNIST_EDGE_DATA or ~/.cache/mnist-edge), downloaded if empty.",
-        exists=True,
-    ),
-]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="Print the result as JSON on stdout instead of a table.")
-]
-ModelOption = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="An export to use (repeatable). Default: every .tflite and .onnx in the artifacts.",
-        exists=True,
-        dir_okay=False,
-    ),
-]
-RuntimeOption = Annotated[
-    list[Runtime] | None,
-    typer.Option(
-        "--runtime",
-        "-r",
-        help="Runtime(s) to run each export on (repeatable); `all` = every one that fits the file. "
-        "Default: litert for .tflite, onnxruntime for .onnx.",
-    ),
-]
-ThreadsOption = Annotated[
-    int, typer.Option("--threads", min=1, help="Threads for every engine (1 = a small device).")
-]
-DEFAULT_ARTIFACTS = options.DEFAULT_ARTIFACTS
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"mnist-edge {__version__}")
@@ -178,19 +118,6 @@ def main_options(
     logging.getLogger("mnist_edge").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-def _emit(result, table_builder, as_json: bool) -> None:
-    if as_json:
-        from mnist_edge.render import to_json
-
-        typer.echo(to_json(result))
-    else:
-        console = Console()
-        if not console.is_terminal:
-            # Piped or captured: rich would assume 80 columns and truncate the table's cells.
-            console = Console(width=200)
-        console.print(table_builder(result))
-
-
 @app.command()
 def data(data: DataOption = None, as_json: JsonOption = False) -> None:
     """Fetch and check MNIST; print where it is, the counts and the class histogram.
@@ -200,7 +127,7 @@ def data(data: DataOption = None, as_json: JsonOption = False) -> None:
     from mnist_edge.data import load_mnist, summarize
     from mnist_edge.render import data_table
 
-    _emit(summarize(load_mnist(data)), data_table, as_json)
+    emit(summarize(load_mnist(data)), data_table, as_json)
 
 
 @app.command()
@@ -237,7 +164,7 @@ def predict(
     from mnist_edge.render import predict_table
 
     result = predict_digits(paths, model=model, runtime=runtime.value if runtime else None)
-    _emit(result, predict_table, as_json)
+    emit(result, predict_table, as_json)
     if not result:
         skipped = result.skipped
         raise CheckFailed(
@@ -310,7 +237,7 @@ def train(
             on_epoch=lambda stats: log.info(epoch_line(stats, total)),
             on_step=lambda epoch, step, steps: progress(f"epoch {epoch}/{total}", step, steps),
         )
-    _emit(result, train_table, as_json)
+    emit(result, train_table, as_json)
 
 
 @app.command()
@@ -361,7 +288,7 @@ def export(
         onnx_calibration=OnnxCalibration(onnx_calibration).value,
         overwrite=overwrite,
     )
-    _emit(result, export_table, as_json)
+    emit(result, export_table, as_json)
 
 
 @app.command()
@@ -396,7 +323,7 @@ def verify(
         limit=limit,
         threads=threads,
     )
-    _emit(report, verify_table, as_json)
+    emit(report, verify_table, as_json)
     if not report:
         raise CheckFailed("; ".join(report.failures), label="verify failed")
 
@@ -466,14 +393,14 @@ def bench(
         runtimes=[r.value for r in runtime] if runtime else None,
         runs=runs,
         warmup=warmup,
-        threads=_int_list(threads, "--threads") if threads else None,
-        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        threads=int_list(threads, "--threads") if threads else None,
+        batch_sizes=int_list(batch_sizes, "--batch-sizes"),
         target=target.value if target else None,
         xnnpack=xnnpack,
         ort_optimization=OrtOptimization(ort_optimization).value,
         roofline=roofline,
     )
-    _emit(report, bench_table, as_json)
+    emit(report, bench_table, as_json)
 
 
 @app.command()
@@ -491,11 +418,12 @@ def report(
     from mnist_edge.render import report_table
     from mnist_edge.report import build_report
 
-    _emit(build_report(artifacts, data), report_table, as_json)
+    emit(build_report(artifacts, data), report_table, as_json)
 
 
-# The device commands (bundle, firmware) live in cli_device.py; importing it registers them.
-from mnist_edge import cli_device  # noqa: E402, F401
+# The device commands live in their own module; registered here, after the pipeline's.
+app.command()(cli_device.bundle)
+app.command()(cli_device.firmware)
 
 
 def main() -> None:

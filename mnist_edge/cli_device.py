@@ -1,5 +1,5 @@
 """The device commands of the CLI: `bundle` (what a device gets) and `firmware` (that bundle
-built with TFLM for Cortex-M and run in QEMU). Registered on cli.app when cli imports this."""
+built with TFLM for Cortex-M and run in QEMU). Registered on the app by cli."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from mnist_edge import options
 from mnist_edge.artifacts import device_model
-from mnist_edge.cli import (
+from mnist_edge.cli_options import (
     DEFAULT_ARTIFACTS,
     ArtifactsOption,
     Cpu,
@@ -19,13 +19,12 @@ from mnist_edge.cli import (
     Kernels,
     ProofCpu,
     ProofPlatform,
-    _emit,
-    app,
+    emit,
+    every,
 )
 from mnist_edge.errors import CheckFailed
 
 
-@app.command()
 def bundle(
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     model: Annotated[
@@ -100,16 +99,9 @@ def bundle(
         prove_cpu=ProofCpu(prove_cpu).value,
         prove_images=prove_images,
     )
-    _emit(result, bundle_table, as_json)
+    emit(result, bundle_table, as_json)
 
 
-def _every(values, table) -> list[str]:
-    """The chosen names, `all` expanded to the table's, in the table's order."""
-    chosen = {v.value for v in values}
-    return list(table) if "all" in chosen else [v for v in table if v in chosen]
-
-
-@app.command()
 def firmware(
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,
     model: Annotated[
@@ -189,8 +181,8 @@ def firmware(
         model or device_model(artifacts),
         mnist.x_test[:images],
         mnist.y_test[:images],
-        cpus=_every(cpu or [Cpu("cortex-m4")], options.FIRMWARE_CPUS),
-        kernels=_every(kernels or [Kernels("cmsis-nn")], options.FIRMWARE_KERNELS),
+        cpus=every(cpu or [Cpu("cortex-m4")], options.FIRMWARE_CPUS),
+        kernels=every(kernels or [Kernels("cmsis-nn")], options.FIRMWARE_KERNELS),
         out=out or artifacts / "firmware",
         sources=sources,
         max_flash=max_flash,
@@ -199,6 +191,6 @@ def firmware(
         overwrite=overwrite,
         timeout_s=timeout,
     )
-    _emit(report, firmware_table, as_json)
+    emit(report, firmware_table, as_json)
     if not report:
         raise CheckFailed("; ".join(report.failures), label="firmware failed")

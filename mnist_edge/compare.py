@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnist_edge.data import NUM_CLASSES
 from mnist_edge.options import DEFAULT_TOLERANCE_PP
 from mnist_edge.records import Agreement, CrossAgreement, Disagreement
+from mnist_edge.tensors import NUM_CLASSES
 
 # Tolerances: one table, named. verify fails an export whose accuracy falls more than
 # `accuracy_drop_pp` percentage points below Keras' (the default of verify's --tolerance).

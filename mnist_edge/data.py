@@ -12,14 +12,12 @@ import numpy as np
 
 from mnist_edge.errors import DataError
 from mnist_edge.files import sha256_bytes, write_bytes_atomic
+from mnist_edge.tensors import COLS, NUM_CLASSES, ROWS
 
 log = logging.getLogger(__name__)
 
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-ROWS = COLS = 28
-IMAGE_SHAPE = (ROWS, COLS, 1)  # the model's input, one grayscale channel
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)

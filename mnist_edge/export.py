@@ -17,11 +17,10 @@ from mnist_edge.artifacts import (
     MODEL_FILE,
     REFERENCE_FILE,
     find_exports,
-    library_versions,
     load_record,
     record_payload,
 )
-from mnist_edge.data import IDX_FILES, IMAGE_SHAPE, Mnist, ensure_mnist, to_float
+from mnist_edge.data import IDX_FILES, Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import (
@@ -33,6 +32,7 @@ from mnist_edge.files import (
     stdout_to_stderr,
     write_files_atomic,
 )
+from mnist_edge.machine import library_versions
 from mnist_edge.model import keras_probabilities, load_keras_model
 from mnist_edge.options import (
     DEFAULT_CALIBRATION_SIZE,
@@ -40,6 +40,7 @@ from mnist_edge.options import (
     ONNX_CALIBRATION_METHODS,
 )
 from mnist_edge.records import Calibration, ExportedFile, ExportResult
+from mnist_edge.tensors import IMAGE_SHAPE
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.artifacts import MODEL_FILE, TRAIN_JSON, library_versions, record_payload
-from mnist_edge.data import IMAGE_SHAPE, Mnist, ensure_mnist, to_float
+from mnist_edge.artifacts import MODEL_FILE, TRAIN_JSON, record_payload
+from mnist_edge.data import Mnist, ensure_mnist, to_float
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import json_bytes, prepare_output_dir, refuse_overwrite, write_files_atomic
+from mnist_edge.machine import library_versions
 from mnist_edge.options import DEFAULT_RECIPE, DEFAULT_SEED, PRECISIONS, RECIPES, SCHEDULES
 from mnist_edge.records import EpochStats, TrainResult
+from mnist_edge.tensors import IMAGE_SHAPE
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ VALIDATION_SPLIT = 0.1  # the seed's held-out share (Keras takes the last 10% of
 def choose_precision(precision: str) -> tuple[str, str]:
     """The compute precision for training and why: bf16 on request, or where the CPU has AMX
     (its bfloat16 matrix units); float32 otherwise. Detected from the CPU's flags."""
-    from mnist_edge.bench import detect_machine
+    from mnist_edge.machine import detect_machine
 
     machine = detect_machine()
     amx = "amx_bf16" in machine.features

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.errors import ModelError
-from mnist_edge.runtimes import TensorSpec
+from mnist_edge.tensors import TensorSpec
 
 # Operator -> (TFLM MicroMutableOpResolver call, minimum runtime of its versions 1, 2, ...).
 # Runtime versions copied from LiteRT's op-version-to-runtime map,

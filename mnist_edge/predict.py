@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import NUM_CLASSES
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.options import DEFAULT_TOP
 from mnist_edge.preprocess import (
@@ -23,6 +22,7 @@ from mnist_edge.preprocess import (
     read_image,
 )
 from mnist_edge.runtimes import open_runner
+from mnist_edge.tensors import NUM_CLASSES
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.model_info import MinRuntime, OpUse
 from mnist_edge.proofs.result import Proof
-from mnist_edge.runtimes.base import TensorSpec
+from mnist_edge.tensors import TensorSpec
 
 
 class RecordError(MnistEdgeError):

@@ -6,16 +6,10 @@ import json
 
 import pytest
 
-from mnist_edge.artifacts import (
-    EXPORT_FILES,
-    RECORDS,
-    library_versions,
-    load_record,
-    record_payload,
-    resolve_exports,
-)
+from mnist_edge.artifacts import EXPORT_FILES, RECORDS, load_record, record_payload, resolve_exports
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.export import FORMATS
+from mnist_edge.machine import library_versions
 from tests.test_records import verify_report
 
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from mnist_edge.bench import bench, detect_machine
+from mnist_edge.bench import bench
 from mnist_edge.errors import MnistEdgeError
+from mnist_edge.machine import detect_machine
 
 pytestmark = pytest.mark.slow
 

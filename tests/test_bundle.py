@@ -27,12 +27,13 @@ from mnist_edge.cli import app
 from mnist_edge.data import to_float
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.files import sha256_file
-from mnist_edge.runtimes import LiteRTRunner, quantize
-from mnist_edge.runtimes.legacy_runner import (
+from mnist_edge.proofs.legacy_runner import (
     TFLITE_RUNTIME_VERSION,
     run_in_tflite_runtime,
     tflite_runtime_python,
 )
+from mnist_edge.runtimes import LiteRTRunner
+from mnist_edge.tensors import quantize
 from tests.conftest import snapshot
 from tests.test_bundle_csource import WRITEBACK
 

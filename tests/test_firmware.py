@@ -256,7 +256,8 @@ Linker script and memory map
 
 def _host_outputs(model: Path, images: np.ndarray) -> np.ndarray:
     from mnist_edge.data import to_float
-    from mnist_edge.runtimes import TFLMRunner, quantize
+    from mnist_edge.runtimes import TFLMRunner
+    from mnist_edge.tensors import quantize
 
     runner = TFLMRunner(model)
     return runner.predict_raw(quantize(to_float(images), runner.input))

@@ -152,7 +152,7 @@ def test_bf16_training_saves_a_float32_model_and_float32_exports(tmp_path, mnist
 
 
 def test_auto_precision_follows_the_cpu():
-    from mnist_edge.bench import detect_machine
+    from mnist_edge.machine import detect_machine
     from mnist_edge.model import choose_precision
 
     amx = "amx_bf16" in detect_machine().features

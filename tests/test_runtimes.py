@@ -7,14 +7,8 @@ import pytest
 
 from mnist_edge.data import to_float
 from mnist_edge.errors import MnistEdgeError, ModelError
-from mnist_edge.runtimes import (
-    LiteRTRunner,
-    OrtRunner,
-    TensorSpec,
-    dequantize,
-    open_runner,
-    quantize,
-)
+from mnist_edge.runtimes import LiteRTRunner, OrtRunner, open_runner
+from mnist_edge.tensors import TensorSpec, dequantize, quantize
 
 INT8 = TensorSpec("x", (-1, 28, 28, 1), "int8", scale=0.5, zero_point=-10)
 

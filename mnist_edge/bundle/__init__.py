@@ -27,7 +27,6 @@ from mnist_edge.artifacts import (
     MANIFEST,
     VERIFY_JSON,
     int8_model,
-    library_versions,
     load_record,
     record_payload,
 )
@@ -37,7 +36,7 @@ from mnist_edge.bundle.golden import GOLDEN_FILE, GoldenVectors, golden_vectors
 from mnist_edge.bundle.readme import bundle_readme
 from mnist_edge.compare import accuracy as top1
 from mnist_edge.compare import bit_agreement
-from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES, MnistTest, ensure_test_split, to_float
+from mnist_edge.data import MnistTest, ensure_test_split, to_float
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.files import (
     json_bytes,
@@ -47,6 +46,7 @@ from mnist_edge.files import (
     sha256_file,
     write_files_atomic,
 )
+from mnist_edge.machine import library_versions
 from mnist_edge.model_info import (
     ModelInfo,
     count_macs,
@@ -66,8 +66,9 @@ from mnist_edge.options import (
     PROOF_PLATFORMS,
 )
 from mnist_edge.records import BundleFile, BundleResult, RuntimeAccuracy, VerifyRow
-from mnist_edge.runtimes import RUNTIMES, TensorSpec, open_runner, quantize
+from mnist_edge.runtimes import RUNTIMES, open_runner
 from mnist_edge.runtimes.tflm_runner import TFLMRunner
+from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES, TensorSpec, quantize
 from mnist_edge.verify import load_reference
 
 log = logging.getLogger(__name__)

@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 from packaging.version import Version
 
-from mnist_edge.artifacts import library_versions
 from mnist_edge.compare import bit_agreement
 from mnist_edge.errors import ModelError
+from mnist_edge.machine import library_versions
 from mnist_edge.model_info import ModelInfo, min_runtime, model_kind, read_model, tflm_refusal
-from mnist_edge.records import ExportCompat, RuntimeProof
-from mnist_edge.runtimes import RUNTIMES, open_runner
-from mnist_edge.runtimes.legacy_runner import (
+from mnist_edge.proofs.legacy_runner import (
     TFLITE_RUNTIME_VENV,
     TFLITE_RUNTIME_VERSION,
     LegacyRun,
     run_in_tflite_runtime,
     tflite_runtime_python,
 )
+from mnist_edge.records import ExportCompat, RuntimeProof
+from mnist_edge.runtimes import RUNTIMES, open_runner
 
 log = logging.getLogger(__name__)
 

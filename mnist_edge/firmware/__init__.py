@@ -60,7 +60,7 @@ from mnist_edge.firmware.qemu import QemuRun, find_qemu, qemu_command, run_firmw
 from mnist_edge.firmware.results import FirmwareReport, FirmwareResult, FlashSplit
 from mnist_edge.firmware.sources import SOURCES, SourceTree, prepare_sources
 from mnist_edge.model_info import ModelInfo, count_macs, model_kind, read_model, tflm_refusal
-from mnist_edge.runtimes import TensorSpec
+from mnist_edge.tensors import TensorSpec
 
 __all__ = [
     "BOARDS",
@@ -189,7 +189,8 @@ def _check_budgets(results: list[FirmwareResult], max_flash: int | None, max_ram
 def _golden(model: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, TensorSpec]:
     """The model's int8 inputs for the images and host TFLM's int8 outputs for them."""
     from mnist_edge.data import to_float
-    from mnist_edge.runtimes import TFLMRunner, quantize
+    from mnist_edge.runtimes import TFLMRunner
+    from mnist_edge.tensors import quantize
 
     runner = TFLMRunner(model)
     inputs = quantize(to_float(images), runner.input)

@@ -24,7 +24,7 @@ _NAMES = {
     "ModelRun": "result",
     "Comparison": "result",
     "PredictCheck": "result",
-    "prepare": "environments",
+    "prepare": "run",
     "prepare_aarch64": "aarch64",
     "prepare_tflite_runtime": "legacy_env",
     "Environment": "environments",

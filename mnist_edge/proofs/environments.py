@@ -268,22 +268,3 @@ def _installed(site: Path) -> dict[str, str]:
         name, _, version = info.name.removesuffix(".dist-info").partition("-")
         found[name.lower().replace("_", "-")] = version
     return found
-
-
-def prepare(
-    platform: str,
-    *,
-    cpu: str = DEFAULT_CPU,
-    debian_mirror: str | None = None,
-    base_python: Path | str | None = None,
-) -> Environment:
-    """The environment of a proof platform, from the cache or prepared now (see the module doc)."""
-    if platform == AARCH64:
-        from mnist_edge.proofs.aarch64 import prepare_aarch64
-
-        return prepare_aarch64(cpu, debian_mirror)
-    if platform == TFLITE_RUNTIME:
-        from mnist_edge.proofs.legacy_env import prepare_tflite_runtime
-
-        return prepare_tflite_runtime(base_python)
-    raise MnistEdgeError(f"Unknown proof platform {platform!r}: expected {' or '.join(PLATFORMS)}.")

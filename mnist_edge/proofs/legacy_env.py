@@ -20,7 +20,7 @@ from mnist_edge.proofs.environments import (
     _pip_reason,
     _Progress,
 )
-from mnist_edge.runtimes.legacy_runner import (
+from mnist_edge.proofs.legacy_runner import (
     TFLITE_RUNTIME_VENV,
     TFLITE_RUNTIME_VERSION,
     tflite_runtime_python,

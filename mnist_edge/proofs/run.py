@@ -1,7 +1,7 @@
 """prove(): a bundle run where it ships, in the target's own Python, and set against this host.
 
 The target computes raw outputs only (`device_script.py` in the emulated linux-aarch64 device,
-`runtimes/legacy_script.py` in tflite-runtime 2.14's venv); every figure is computed here, with
+`proofs/legacy_script.py` in tflite-runtime 2.14's venv); every figure is computed here, with
 the same code for both platforms: the golden vectors against the bundle's golden.npz (TFLM's
 outputs), accuracy on the test images, and bit identity against host TFLM's outputs (the bundle's
 model) and against this host's own build of the same kernels on the same file (x86-64 LiteRT
@@ -28,20 +28,21 @@ import numpy as np
 from mnist_edge.artifacts import MANIFEST
 from mnist_edge.bundle.golden import GOLDEN_FILE
 from mnist_edge.compare import accuracy, bit_agreement
-from mnist_edge.data import NUM_CLASSES, ROWS
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError, first_line
 from mnist_edge.options import RUNTIMES
+from mnist_edge.proofs.aarch64 import prepare_aarch64
 from mnist_edge.proofs.environments import (
     AARCH64,
     DEFAULT_CPU,
     PLATFORMS,
     TFLITE_RUNTIME,
     Environment,
-    prepare,
 )
+from mnist_edge.proofs.legacy_env import prepare_tflite_runtime
+from mnist_edge.proofs.legacy_runner import tflite_runtime_reply
 from mnist_edge.proofs.result import Comparison, ModelRun, PredictCheck, Proof
 from mnist_edge.runtimes import Runner, open_runner
-from mnist_edge.runtimes.legacy_runner import tflite_runtime_reply
+from mnist_edge.tensors import NUM_CLASSES, ROWS
 
 log = logging.getLogger(__name__)
 
@@ -524,3 +525,18 @@ def _run_tflite_runtime(
         packages["numpy"] = reply.numpy
     meta = {"python": reply.python or "?", "packages": packages, "cpu_features": []}
     return outputs, meta
+
+
+def prepare(
+    platform: str,
+    *,
+    cpu: str = DEFAULT_CPU,
+    debian_mirror: str | None = None,
+    base_python: Path | str | None = None,
+) -> Environment:
+    """The environment of a proof platform, from the cache or prepared now (see the module doc)."""
+    if platform == AARCH64:
+        return prepare_aarch64(cpu, debian_mirror)
+    if platform == TFLITE_RUNTIME:
+        return prepare_tflite_runtime(base_python)
+    raise MnistEdgeError(f"Unknown proof platform {platform!r}: expected {' or '.join(PLATFORMS)}.")

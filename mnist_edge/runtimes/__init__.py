@@ -4,8 +4,8 @@ Each runner is built from a path and explicit engine settings (threads, delegate
 owns its model's I/O: it quantizes float inputs and dequantizes outputs with the model's own
 scale and zero point. Nothing outside this package creates an Interpreter, an InferenceSession
 or a TFLM interpreter: LiteRT (`litert_runner`), onnxruntime (`ort_runner`, also the roofline's
-sessions), TFLM (`tflm_runner`, also the arena probes), Keras (`keras_runner`) and the old
-tflite-runtime 2.14 in its own virtual environment (`legacy_runner`).
+sessions), TFLM (`tflm_runner`, also the arena probes) and Keras (`keras_runner`). The old
+tflite-runtime 2.14, in its own virtual environment, is a platform proof: `proofs.legacy_runner`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,7 @@ from pathlib import Path
 
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.options import DEFAULT_RUNTIME, ORT_OPTIMIZATION_LEVELS, RUNTIMES
-from mnist_edge.runtimes.base import (
-    PREDICT_BATCH,
-    Runner,
-    TensorSpec,
-    dequantize,
-    quantize,
-)
+from mnist_edge.runtimes.base import PREDICT_BATCH, Runner
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +28,8 @@ __all__ = [
     "RUNTIMES",
     "LoadedRunner",
     "Runner",
-    "TensorSpec",
-    "dequantize",
     "open_runner",
     "open_runners",
-    "quantize",
     "runtimes_for",
     "select_runtimes",
     "unsupported_reason",

@@ -1,54 +1,17 @@
-"""What every runner shares: the tensor description, int8 quantization, the call shape."""
+"""What every runner shares: the call shape (the tensor specs and quantization are in tensors)."""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
-from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.options import RUNTIMES
+from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES, TensorSpec, dequantize, quantize
 
 PREDICT_BATCH = 500
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A model input or output: name, shape, dtype and (for integer tensors) quantization."""
-
-    QUANTIZED_DTYPES: ClassVar[tuple[str, ...]] = ("int8", "uint8", "int16")
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float | None = None
-    zero_point: int | None = None
-
-    @property
-    def quantized(self) -> bool:
-        return self.scale is not None and self.dtype in self.QUANTIZED_DTYPES
-
-
-def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Float to the tensor's integer type with its scale and zero point (TFLite's rounding)."""
-    if not spec.quantized:
-        return np.asarray(x, dtype=spec.dtype)
-    info = np.iinfo(spec.dtype)
-    scaled = np.asarray(x, dtype=np.float32) / np.float32(spec.scale)
-    # TFLite rounds half away from zero; numpy's round is half to even.
-    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) + spec.zero_point
-    return np.clip(rounded, info.min, info.max).astype(spec.dtype)
-
-
-def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Integer tensor back to float with its scale and zero point."""
-    if not spec.quantized:
-        return np.asarray(q, dtype=np.float32)
-    return ((q.astype(np.int32) - spec.zero_point) * np.float32(spec.scale)).astype(np.float32)
 
 
 def check_spec(path: Path, spec: TensorSpec, expected: tuple[int, ...], what: str) -> None:

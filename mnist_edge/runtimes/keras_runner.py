@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_edge.deps import require
-from mnist_edge.runtimes.base import Runner, TensorSpec
+from mnist_edge.runtimes.base import Runner
+from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES, TensorSpec
 
 
 class KerasRunner(Runner):

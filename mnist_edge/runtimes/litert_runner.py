@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.data import IMAGE_SHAPE
 from mnist_edge.errors import ModelError, first_line
-from mnist_edge.runtimes.base import Runner, TensorSpec
+from mnist_edge.runtimes.base import Runner
+from mnist_edge.tensors import IMAGE_SHAPE, TensorSpec
 
 _UINT8 = np.dtype(np.uint8)  # builtin dtypes are singletons: `is` is a third of `==`'s cost
 _IMAGE_SIZE = int(np.prod(IMAGE_SHAPE))

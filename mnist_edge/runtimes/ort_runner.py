@@ -9,7 +9,8 @@ import numpy as np
 
 from mnist_edge.errors import MnistEdgeError, ModelError, first_line
 from mnist_edge.options import ORT_OPTIMIZATION_LEVELS
-from mnist_edge.runtimes.base import Runner, TensorSpec
+from mnist_edge.runtimes.base import Runner
+from mnist_edge.tensors import TensorSpec
 
 
 def ort_session(model: Path | bytes, threads: int = 1, optimization: str = "all"):

@@ -12,7 +12,8 @@ import numpy as np
 from mnist_edge.deps import require
 from mnist_edge.errors import MnistEdgeError, ModelError, first_line
 from mnist_edge.files import capture_native_output
-from mnist_edge.runtimes.base import Runner, TensorSpec
+from mnist_edge.runtimes.base import Runner
+from mnist_edge.tensors import TensorSpec
 
 # Enough for the seed CNN's int8 and float32 models in TFLM; bundle measures the real minimum.
 TFLM_DEFAULT_ARENA = 256 * 1024

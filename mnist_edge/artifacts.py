@@ -1,14 +1,18 @@
 """The artifacts folder: every file name in one place, finding the exports, and the typed
-records (train, export, verify, bench, the bundle's manifest) saved and loaded."""
+records (train, export, verify, bench, the bundle's manifest, firmware) saved and read back."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+import logging
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from mnist_edge import records
 from mnist_edge.errors import MnistEdgeError
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
 TRAIN_JSON = "train.json"
@@ -21,7 +25,6 @@ BENCH_PNG = "bench.png"
 REPORT_HTML = "report.html"
 BUNDLE_DIR = "bundle"
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "mnist-edge-bundle/1"
 FIRMWARE_DIR = "firmware"
 FIRMWARE_JSON = "firmware.json"
 
@@ -39,14 +42,15 @@ INT8_TFLITE = EXPORT_FILES["tflite-int8"]
 MCU_TFLITE = EXPORT_FILES["tflite-int8-mcu"]
 EXPORT_SUFFIXES = (".tflite", ".onnx")
 
-# Record kind -> (file, its dataclass in mnist_edge.records); the bundle's manifest lives in
-# the bundle folder. Class names, not classes: the CLI imports this module to start fast.
-RECORDS: dict[str, tuple[str, str]] = {
-    "train": (TRAIN_JSON, "TrainResult"),
-    "export": (EXPORT_JSON, "ExportResult"),
-    "verify": (VERIFY_JSON, "VerifyReport"),
-    "bench": (BENCH_JSON, "BenchReport"),
-    "bundle": (f"{BUNDLE_DIR}/{MANIFEST}", "BundleResult"),
+# Record kind -> (file in the artifacts folder, its dataclass). The bundle's manifest and the
+# firmware record live in their stage's folder, and know that folder as `out`.
+RECORDS: dict[str, tuple[str, type]] = {
+    "train": (TRAIN_JSON, records.TrainResult),
+    "export": (EXPORT_JSON, records.ExportResult),
+    "verify": (VERIFY_JSON, records.VerifyReport),
+    "bench": (BENCH_JSON, records.BenchReport),
+    "bundle": (f"{BUNDLE_DIR}/{MANIFEST}", records.BundleResult),
+    "firmware": (f"{FIRMWARE_DIR}/{FIRMWARE_JSON}", records.FirmwareReport),
 }
 
 
@@ -69,12 +73,12 @@ def resolve_exports(
 
 
 def record_payload(record: Any) -> dict:
-    """A record as the JSON object written to disk."""
+    """A record as the JSON object written to disk: its format first where it has one, and
+    without the output folder it was written to (the folder it is read from says that)."""
     payload = asdict(record)
-    if type(record).__name__ == RECORDS["bundle"][1]:
-        payload = {"format": MANIFEST_FORMAT, **payload}
-        del payload["out"]
-    return payload
+    payload.pop("out", None)
+    form = getattr(record, "FORMAT", None)
+    return {"format": form, **payload} if form else payload
 
 
 def load_record(folder: Path, kind: str, path: Path | None = None) -> Any:
@@ -83,9 +87,7 @@ def load_record(folder: Path, kind: str, path: Path | None = None) -> Any:
     A record written by an older version is read with defaults for the fields it lacks; one
     that is not JSON, or lacks a field this version needs, is refused in one line.
     """
-    from mnist_edge import records
-
-    name, class_name = RECORDS[kind]
+    name, cls = RECORDS[kind]
     path = Path(path) if path is not None else Path(folder) / name
     if not path.is_file():
         return None
@@ -93,15 +95,29 @@ def load_record(folder: Path, kind: str, path: Path | None = None) -> Any:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise MnistEdgeError(f"{path}: not a readable JSON record ({exc}).") from None
-    if kind == "bundle":
-        data = {"out": str(path.parent), **data}
+    if isinstance(data, dict) and "out" in {f.name for f in fields(cls)}:
+        data = {**data, "out": str(path.parent)}
     try:
-        return records.from_dict(getattr(records, class_name), data)
+        return records.from_dict(cls, data)
     except (records.RecordError, TypeError) as exc:
         raise MnistEdgeError(
             f"{path}: {exc} (written by another mnist-edge version?); run `mnist-edge "
             f"{kind}` again."
         ) from None
+
+
+def on_target(artifacts: Path, model_sha256: str) -> list[records.OnTarget]:
+    """What a firmware run of the model with these bytes measured on each CPU × kernels (the
+    figures bundle's manifest and bench --target mcu show); [] when there is no run of these
+    bytes, or its record cannot be read: it is context, not a reason to fail the caller."""
+    try:
+        record = load_record(artifacts, "firmware")
+    except MnistEdgeError as exc:
+        log.info("Not using the firmware record: %s", exc)
+        return []
+    if record is None or record.model_sha256 != model_sha256:
+        return []
+    return [records.OnTarget.of(result, RECORDS["firmware"][0]) for result in record.results]
 
 
 def unchanged(folder: Path, name: str, sha256: str) -> bool:
@@ -116,14 +132,12 @@ def device_model(artifacts: Path) -> Path:
     """The model a device gets from this folder: the bundle's (its manifest names it), else the
     MCU-lean int8 export, else the int8 one (which may not exist: the caller says so)."""
     folder = Path(artifacts)
-    manifest = folder / BUNDLE_DIR / MANIFEST
-    if manifest.is_file():
-        try:
-            name = json.loads(manifest.read_text()).get("model")
-        except (OSError, ValueError, AttributeError):
-            name = None
-        if isinstance(name, str) and (folder / BUNDLE_DIR / name).is_file():
-            return folder / BUNDLE_DIR / name
+    try:
+        manifest = load_record(folder, "bundle")
+    except MnistEdgeError:
+        manifest = None  # an unreadable bundle: fall back to the exports, as with none
+    if manifest is not None and (folder / BUNDLE_DIR / manifest.model).is_file():
+        return folder / BUNDLE_DIR / manifest.model
     return int8_model(folder)
 
 

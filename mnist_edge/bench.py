@@ -18,6 +18,7 @@ from mnist_edge.artifacts import (
     BENCH_JSON,
     BENCH_PNG,
     MODEL_FILE,
+    on_target,
     record_payload,
     resolve_exports,
 )
@@ -32,7 +33,7 @@ from mnist_edge.options import (
     DEFAULT_RUNS,
     DEFAULT_WARMUP,
 )
-from mnist_edge.records import BenchReport, BenchRow, Roofline
+from mnist_edge.records import BenchReport, BenchRow, OnTarget, Roofline
 from mnist_edge.roofline import measure_roofline
 from mnist_edge.runtimes import open_runners
 from mnist_edge.tensors import IMAGE_SHAPE
@@ -225,18 +226,15 @@ def bench(
     return report
 
 
-def _firmware_rows(artifacts: Path, exports: list[Path]) -> list[dict]:
+def _firmware_rows(artifacts: Path, exports: list[Path]) -> list[OnTarget]:
     """The firmware run's figures (ARTIFACTS/firmware) for the .tflite models benchmarked."""
-    from mnist_edge.artifacts import FIRMWARE_DIR, FIRMWARE_JSON
     from mnist_edge.files import sha256_file
-    from mnist_edge.firmware.results import on_target
 
-    record = artifacts / FIRMWARE_DIR / FIRMWARE_JSON
     return [
-        {"artifact": path.name, **row}
+        replace(figures, artifact=path.name)
         for path in exports
         if path.suffix == ".tflite"
-        for row in on_target(record, sha256_file(path))
+        for figures in on_target(artifacts, sha256_file(path))
     ]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge.errors import ModelError
+from mnist_edge.records import MinRuntime, OpUse
 from mnist_edge.tensors import TensorSpec
 
 # Operator -> (TFLM MicroMutableOpResolver call, minimum runtime of its versions 1, 2, ...).
@@ -330,27 +331,6 @@ def op_min_runtime(op: str, version: int) -> str | None:
     entry = OP_TABLE.get(op)
     runtimes = entry[1].split() if entry else []
     return runtimes[version - 1] if 1 <= version <= len(runtimes) else None
-
-
-@dataclass(frozen=True)
-class OpUse:
-    """One operator code of the model: its version, how often it runs, what it needs."""
-
-    name: str
-    version: int
-    count: int
-    min_runtime: str | None
-    tflm_call: str | None
-
-
-@dataclass(frozen=True)
-class MinRuntime:
-    """The oldest LiteRT/TFLite runtime that has every operator version the model uses."""
-
-    version: str | None
-    source: str
-    converter_metadata: str | None
-    unknown_ops: list[str]
 
 
 def op_uses(info: ModelInfo) -> list[OpUse]:

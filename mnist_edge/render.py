@@ -29,8 +29,6 @@ if TYPE_CHECKING:  # annotations only: rendering a table imports no stage
 
 def to_json(result: Any) -> str:
     """A result dataclass as indented JSON (the same payload the artifacts' .json files hold)."""
-    if hasattr(result, "to_json"):
-        return json.dumps(result.to_json(), indent=2)
     return json.dumps(asdict(result) if is_dataclass(result) else result, indent=2)
 
 
@@ -228,9 +226,9 @@ def bench_table(report: BenchReport) -> Group:
         f"Model cost: {macs:,} MACs and {params:,} parameters per image" for macs, params in costs
     ]
     notes += [
-        f"On {f['cpu']} with {f['kernels']} (firmware, QEMU): {f['artifact']} "
-        f"{f['instructions_per_inference'] or 0:,} instructions per inference, flash "
-        f"{f['flash_bytes']:,} B, RAM {f['ram_bytes']:,} B (arena {f['arena_bytes']:,} B)"
+        f"On {f.cpu} with {f.kernels} (firmware, QEMU): {f.artifact} "
+        f"{f.instructions_per_inference or 0:,} instructions per inference, flash "
+        f"{f.flash_bytes:,} B, RAM {f.ram_bytes:,} B (arena {f.arena_bytes:,} B)"
         for f in report.firmware
     ]
     notes.append(OVERHEAD_NOTE)
@@ -308,11 +306,11 @@ def bundle_table(result: BundleResult) -> Table:
         table.add_row(f"export {e.file}", f"min runtime {e.min_runtime}; {e.tflite_runtime}")
     for t in result.on_target:
         table.add_row(
-            f"on {t['cpu']} {t['kernels']}",
-            f"arena {t['arena_bytes']:,} B ({t['arena_measured_on']}), "
-            f"flash {t['flash_bytes']:,} B with code, RAM {t['ram_bytes']:,} B, "
-            f"{t['instructions_per_inference'] or 0:,} instructions per inference, "
-            f"golden {t['golden']} ({t['source']})",
+            f"on {t.cpu} {t.kernels}",
+            f"arena {t.arena_bytes:,} B ({t.arena_measured_on}), "
+            f"flash {t.flash_bytes:,} B with code, RAM {t.ram_bytes:,} B, "
+            f"{t.instructions_per_inference or 0:,} instructions per inference, "
+            f"golden {t.golden} ({t.source})",
         )
     for proof in result.proven:
         for line in proof.findings():

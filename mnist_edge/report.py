@@ -233,10 +233,10 @@ def _device_section(bundle: BundleResult, context: Context) -> tuple[str, str, i
     )
     for t in bundle.on_target:
         html += (
-            f"<p>On {escape(t['cpu'])} with {escape(t['kernels'])} ({escape(t['source'])}): "
-            f"arena {t['arena_bytes']:,} B, flash {t['flash_bytes']:,} B with code, RAM "
-            f"{t['ram_bytes']:,} B, {t['instructions_per_inference'] or 0:,} instructions per "
-            f"inference, golden {escape(t['golden'])}.</p>"
+            f"<p>On {escape(t.cpu)} with {escape(t.kernels)} ({escape(t.source)}): "
+            f"arena {t.arena_bytes:,} B, flash {t.flash_bytes:,} B with code, RAM "
+            f"{t.ram_bytes:,} B, {t.instructions_per_inference or 0:,} instructions per "
+            f"inference, golden {escape(t.golden)}.</p>"
         )
     for proof in bundle.proven:
         findings = "".join(f"<li>{escape(line)}</li>" for line in proof.findings())
@@ -248,10 +248,7 @@ def _firmware_section(folder: Path) -> str:
     """The firmware run's table (firmware/firmware.json), or nothing where there is none."""
     from html import escape
 
-    from mnist_edge.artifacts import FIRMWARE_DIR, FIRMWARE_JSON
-    from mnist_edge.firmware.results import load_firmware_record
-
-    record = load_firmware_record(folder / FIRMWARE_DIR / FIRMWARE_JSON)
+    record = load_record(folder, "firmware")
     if record is None:
         return ""
     rows = [

@@ -16,6 +16,7 @@ The environments are made in the tests' cache (.test-cache/cache), reused betwee
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -31,7 +32,7 @@ from mnist_edge.artifacts import MANIFEST, MCU_TFLITE
 from mnist_edge.bundle.golden import GOLDEN_FILE, golden_vectors
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import cache_dir
-from mnist_edge.proofs import Bundle, Proof, prepare, prove
+from mnist_edge.proofs import Bundle, prepare, prove
 from mnist_edge.proofs.environments import DEBIAN_MIRROR_ENV, MARKER
 from mnist_edge.proofs.legacy_env import (
     _python_version,
@@ -39,7 +40,7 @@ from mnist_edge.proofs.legacy_env import (
     prepare_tflite_runtime,
 )
 from mnist_edge.proofs.run import model_inputs, read_bundle
-from mnist_edge.records import from_dict
+from mnist_edge.records import Proof, from_dict
 from mnist_edge.runtimes import open_runner
 
 pytestmark = pytest.mark.proof
@@ -226,7 +227,7 @@ def test_the_device_install_has_every_file_of_the_package(aarch64_proof):
 @pytest.mark.slow
 @needs_qemu
 def test_proof_is_json_and_reads_back_typed(aarch64_proof):
-    payload = json.loads(json.dumps(aarch64_proof.to_dict()))
+    payload = json.loads(json.dumps(dataclasses.asdict(aarch64_proof)))
     assert from_dict(Proof, payload) == aarch64_proof
     assert payload["runs"][0]["vs_host_tflm"]["units"] == "int8 steps"
 

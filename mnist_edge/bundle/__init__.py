@@ -22,12 +22,11 @@ from mnist_edge import __version__
 from mnist_edge.arena import measure_arena
 from mnist_edge.artifacts import (
     BUNDLE_DIR,
-    FIRMWARE_DIR,
-    FIRMWARE_JSON,
     MANIFEST,
     VERIFY_JSON,
     int8_model,
     load_record,
+    on_target,
     record_payload,
 )
 from mnist_edge.bundle.compat import export_compat, prove_runtimes
@@ -346,7 +345,7 @@ def bundle(
     )
     result = replace(
         result,
-        on_target=_on_target(artifacts, model_bytes),
+        on_target=on_target(artifacts, sha256_bytes(model_bytes)),
         proven=_prove(
             prove, model, vectors, mnist, outputs, tflm, q, others, prove_cpu, prove_images
         ),
@@ -357,13 +356,6 @@ def bundle(
     if failed:
         raise CheckFailed(" | ".join(failed), label="proof failed")
     return result
-
-
-def _on_target(artifacts: Path, model_bytes: bytes) -> list[dict]:
-    """What a firmware run of these very bytes measured on each CPU × kernels, if one exists."""
-    from mnist_edge.firmware.results import on_target
-
-    return on_target(artifacts / FIRMWARE_DIR / FIRMWARE_JSON, sha256_bytes(model_bytes))
 
 
 def _prove(platforms, model, vectors, mnist, outputs, tflm, q, others, cpu, images) -> list:

@@ -78,9 +78,9 @@ def _platforms(result: BundleResult) -> str:
     parts = []
     if result.on_target:
         rows = "\n".join(
-            f"| {t['cpu']} | {t['kernels']} | {t['golden']} | {t['arena_bytes']:,} | "
-            f"{t['flash_bytes']:,} | {t['ram_bytes']:,} | "
-            f"{t['instructions_per_inference'] or 0:,} |"
+            f"| {t.cpu} | {t.kernels} | {t.golden} | {t.arena_bytes:,} | "
+            f"{t.flash_bytes:,} | {t.ram_bytes:,} | "
+            f"{t.instructions_per_inference or 0:,} |"
             for t in result.on_target
         )
         parts.append(

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import __version__
+from mnist_edge.artifacts import FIRMWARE_JSON, load_record, record_payload
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
 from mnist_edge.files import (
     cache_dir,
@@ -57,9 +58,9 @@ from mnist_edge.firmware.project import (
     unsupported_ops,
 )
 from mnist_edge.firmware.qemu import QemuRun, find_qemu, qemu_command, run_firmware
-from mnist_edge.firmware.results import FirmwareReport, FirmwareResult, FlashSplit
 from mnist_edge.firmware.sources import SOURCES, SourceTree, prepare_sources
 from mnist_edge.model_info import ModelInfo, count_macs, model_kind, read_model, tflm_refusal
+from mnist_edge.records import FirmwareReport, FirmwareResult, FlashSplit
 from mnist_edge.tensors import TensorSpec
 
 __all__ = [
@@ -73,7 +74,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FIRMWARE_JSON = "firmware.json"
+
 LICENSES_DIR = "LICENSES"
 ELF = "firmware.elf"
 MAX_IMAGES = 10_000
@@ -449,13 +450,11 @@ def _configuration(
 
 def _earlier_projects(out: Path) -> list[str]:
     """The project folders an earlier firmware.json in `out` lists."""
-    import json
-
     try:
-        record = json.loads((out / FIRMWARE_JSON).read_text())
-        return [str(row["project"]) for row in record.get("results", [])]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+        record = load_record(out.parent, "firmware", out / FIRMWARE_JSON)
+    except MnistEdgeError:
+        return []  # unreadable: its folders are left alone, as if there were none
+    return [result.project for result in record.results] if record else []
 
 
 def _publish(staging: Path, out: Path, names: list[str], stale: list[str]) -> None:
@@ -558,7 +557,7 @@ def firmware(
         for repo, path in tree.licenses().items():
             shutil.copyfile(path, licenses / f"{repo.replace('/', '_')}.txt")
         report = FirmwareReport(
-            out=out,
+            out=str(out),
             model=model.name,
             model_sha256=inputs.model_sha256,
             images=len(images),
@@ -566,9 +565,10 @@ def firmware(
             toolchain=toolchain.version,
             qemu=qemu_version,
             sources=tree.describe(),
+            mnist_edge=__version__,
         )
         _publish(staging, out, [*names, LICENSES_DIR], _earlier_projects(out))
-        write_files_atomic({out / FIRMWARE_JSON: json_bytes(report.to_json())})
+        write_files_atomic({out / FIRMWARE_JSON: json_bytes(record_payload(report))})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report

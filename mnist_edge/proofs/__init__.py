@@ -6,8 +6,8 @@
 - `tflite-runtime-2.14`: the last standalone TFLite runtime, in its own virtual environment.
 
 `prove(platform, bundle_dir, test_images, labels, host_tflm_outputs, extra_models)` prepares the
-environment in the product's cache (environments.py; reused next time) and returns a `Proof`
-(result.py). Nothing is prepared until a proof is asked for. Names are imported on first use:
+environment in the product's cache (environments.py; reused next time) and returns a
+`records.Proof`. Nothing is prepared until a proof is asked for. Names are imported on first use:
 the target's Python imports `mnist_edge.proofs.device_script` without the host-side modules.
 """
 
@@ -20,10 +20,6 @@ _NAMES = {
     "read_bundle": "run",
     "Bundle": "run",
     "ProofFailed": "run",
-    "Proof": "result",
-    "ModelRun": "result",
-    "Comparison": "result",
-    "PredictCheck": "result",
     "prepare": "run",
     "prepare_aarch64": "aarch64",
     "prepare_tflite_runtime": "legacy_env",

@@ -40,7 +40,7 @@ from mnist_edge.proofs.environments import (
 )
 from mnist_edge.proofs.legacy_env import prepare_tflite_runtime
 from mnist_edge.proofs.legacy_runner import tflite_runtime_reply
-from mnist_edge.proofs.result import Comparison, ModelRun, PredictCheck, Proof
+from mnist_edge.records import Comparison, ModelRun, PredictCheck, Proof
 from mnist_edge.runtimes import Runner, open_runner
 from mnist_edge.tensors import NUM_CLASSES, ROWS
 

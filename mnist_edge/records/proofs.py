@@ -1,9 +1,12 @@
-"""What a proof found, as frozen dataclasses that become JSON with `dataclasses.asdict` and come
-back with `mnist_edge.records.from_dict` (only str, int, float, bool, lists, dicts, None)."""
+"""What a platform proof found (emulated aarch64, tflite-runtime 2.14): part of the manifest.
+
+Only str, int, float, bool, lists, dicts and None, so `dataclasses.asdict` makes the JSON and
+`from_dict` reads it back.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 TIMING_NOTE = (
     "seconds are wall time of this machine preparing and running the proof; under emulation "
@@ -150,6 +153,3 @@ class Proof:
                 f"{p.matches_arrays}/{len(p.files)} = the model's classes on the arrays"
             )
         return lines
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mnist_edge import options
-from mnist_edge.artifacts import device_model
+from mnist_edge.artifacts import FIRMWARE_DIR, device_model
 from mnist_edge.cli_options import (
     DEFAULT_ARTIFACTS,
     ArtifactsOption,
@@ -160,6 +160,13 @@ def firmware(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an earlier firmware run in --out.")
     ] = False,
+    skip_missing_tools: Annotated[
+        bool,
+        typer.Option(
+            help="Where the Arm toolchain or QEMU is missing, record that the firmware was "
+            "skipped and why (the report says so) and exit 0, instead of exit 2 (make demo)."
+        ),
+    ] = False,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -183,13 +190,14 @@ def firmware(
         mnist.y_test[:images],
         cpus=every(cpu or [Cpu("cortex-m4")], options.FIRMWARE_CPUS),
         kernels=every(kernels or [Kernels("cmsis-nn")], options.FIRMWARE_KERNELS),
-        out=out or artifacts / "firmware",
+        out=out or artifacts / FIRMWARE_DIR,
         sources=sources,
         max_flash=max_flash,
         max_ram=max_ram,
         run=run,
         overwrite=overwrite,
         timeout_s=timeout,
+        skip_missing_tools=skip_missing_tools,
     )
     emit(report, firmware_table, as_json)
     if not report:

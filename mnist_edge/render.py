@@ -368,6 +368,8 @@ class StepProgress:
 
 def firmware_table(report) -> Group:
     """Per CPU × kernels: the check against host TFLM, instructions, flash and RAM."""
+    if report.skipped:
+        return Group(f"Firmware for {report.model}: skipped: {report.skipped}")
     table = Table(
         title=(
             f"Firmware for {report.model} in {report.out}: {report.images} test images; "

@@ -251,6 +251,8 @@ def _firmware_section(folder: Path) -> str:
     record = load_record(folder, "firmware")
     if record is None:
         return ""
+    if record.skipped:
+        return f"<p>Not run for {escape(record.model)}: {escape(record.skipped)}</p>"
     rows = [
         [
             r.cpu,

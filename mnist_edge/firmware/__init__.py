@@ -25,7 +25,7 @@ import numpy as np
 
 from mnist_edge import __version__
 from mnist_edge.artifacts import FIRMWARE_JSON, load_record, record_payload
-from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
+from mnist_edge.errors import CheckFailed, MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.files import (
     cache_dir,
     json_bytes,
@@ -475,6 +475,26 @@ def _publish(staging: Path, out: Path, names: list[str], stale: list[str]) -> No
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _skipped(out: Path, model: Path, data: bytes, images: int, reason: str) -> FirmwareReport:
+    """The record of a run that could not build: which model, and why (for the report)."""
+    log.warning("Skipping the firmware: %s", reason)
+    report = FirmwareReport(
+        out=str(out),
+        model=model.name,
+        model_sha256=sha256_bytes(data),
+        images=images,
+        results=(),
+        toolchain="",
+        qemu=None,
+        sources={},
+        mnist_edge=__version__,
+        skipped=reason,
+    )
+    prepare_output_dir(out)
+    write_files_atomic({out / FIRMWARE_JSON: json_bytes(record_payload(report))})
+    return report
+
+
 def firmware(
     model: Path,
     images: np.ndarray,
@@ -489,23 +509,31 @@ def firmware(
     run: bool = True,
     overwrite: bool = False,
     timeout_s: float = 300,
+    skip_missing_tools: bool = False,
 ) -> FirmwareReport:
     """Build, run and measure the model's firmware for every CPU × kernels; write `out`.
 
     `images` are MNIST test images (uint8 N×28×28, test-set indices 0..N-1) and `labels` theirs.
     Raises CheckFailed, writing nothing, when a configuration exceeds max_flash or max_ram. An
     output that differs from host TFLM's is written down, not raised: the report is then false
-    and its `failures` say where (the CLI exits 1 on it, as for verify).
+    and its `failures` say where (the CLI exits 1 on it, as for verify). With
+    `skip_missing_tools`, a missing toolchain or QEMU is not an error: the record written says
+    the firmware was skipped, and why (make demo on a machine without them).
     """
     boards = _check_options(cpus, kernels, images, labels, max_flash, max_ram, timeout_s)
     kernels = list(dict.fromkeys(kernels))
     model = Path(model)
     data, info = _check_model(model)
-    toolchain = find_toolchain()
-    qemu_version = find_qemu()[1] if run else None
     out = Path(out)
     names = [f"{board.cpu}-{k}" for board in boards for k in kernels]
     refuse_overwrite([out / FIRMWARE_JSON, *(out / name for name in names)], overwrite)
+    try:
+        toolchain = find_toolchain()
+        qemu_version = find_qemu()[1] if run else None
+    except MissingDependencyError as exc:
+        if not skip_missing_tools:
+            raise
+        return _skipped(out, model, data, len(images), str(exc))
     prepare_output_dir(out)
     tree = prepare_sources(sources)
 

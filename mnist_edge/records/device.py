@@ -235,6 +235,8 @@ class FirmwareReport:
     qemu: str | None
     sources: dict[str, dict[str, str]]
     mnist_edge: str = ""  # the version that wrote it
+    # Not built: why (`firmware --skip-missing-tools` where the toolchain or QEMU is missing)
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:

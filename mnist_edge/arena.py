@@ -73,14 +73,16 @@ def estimate_arena(info: ModelInfo) -> ArenaEstimate:
     return ArenaEstimate(peak, bookkeeping, peak + bookkeeping)
 
 
-def measure_arena(model: bytes, origin: str = "model") -> ArenaReport:
+def measure_arena(
+    model: bytes, origin: str = "model", info: ModelInfo | None = None
+) -> ArenaReport:
     """Smallest arena in which TFLM allocates and invokes the model (bisection), and the estimate.
 
     TFLM fails at allocation when the arena is short, and a larger arena is assumed never to fail
     where a smaller one worked (the tests check this around the boundary), so bisection over
     arena_size finds the smallest in about twenty tries.
     """
-    info = read_model(model, origin)
+    info = info if info is not None else read_model(model, origin)
     spec = info.tensors[info.inputs[0]]
     probe = np.zeros((1, *spec.shape[1:]), dtype=spec.dtype)
     estimate = estimate_arena(info)

@@ -14,6 +14,9 @@ from mnist_edge.tensors import NUM_CLASSES
 
 # Tolerances: one table, named. verify fails an export whose accuracy falls more than
 # `accuracy_drop_pp` percentage points below Keras' (the default of verify's --tolerance).
+# Positions of differing images kept in an Agreement: enough to find them, not a copy of the set.
+MAX_MISMATCHES = 100
+
 TOLERANCES = {
     "accuracy_drop_pp": DEFAULT_TOLERANCE_PP,
 }
@@ -62,15 +65,19 @@ def compare(reference: np.ndarray, probabilities: np.ndarray, labels: np.ndarray
 
 
 def bit_agreement(a: str, b: str, x: np.ndarray, y: np.ndarray) -> Agreement:
-    """How closely two runtimes' raw outputs match: bit-identical rows, same class, largest gap."""
+    """How closely two runtimes' raw outputs match: bit-identical rows, same class, largest gap,
+    and where they differ. The one comparison every device stage uses (bundle, firmware, the
+    platform proofs)."""
     diff = np.abs(x.astype(np.float64) - y.astype(np.float64))
+    identical = np.all(x == y, axis=1) if len(x) else np.zeros(0, dtype=bool)
     return Agreement(
         a=a,
         b=b,
         images=len(x),
-        bit_identical=int(np.all(x == y, axis=1).sum()),
-        same_class=int(np.sum(x.argmax(axis=1) == y.argmax(axis=1))),
+        bit_identical=int(identical.sum()),
+        same_class=int(np.sum(x.argmax(axis=1) == y.argmax(axis=1))) if len(x) else 0,
         max_abs_diff=float(diff.max()) if len(diff) else 0.0,
+        mismatches=[int(i) for i in np.flatnonzero(~identical)[:MAX_MISMATCHES]],
     )
 
 

@@ -30,13 +30,14 @@ from mnist_edge.artifacts import (
     record_payload,
 )
 from mnist_edge.bundle.compat import export_compat, prove_runtimes
-from mnist_edge.bundle.csource import golden_data_files, model_data_files
 from mnist_edge.bundle.golden import GOLDEN_FILE, GoldenVectors, golden_vectors
 from mnist_edge.bundle.readme import bundle_readme
 from mnist_edge.compare import accuracy as top1
 from mnist_edge.compare import bit_agreement
 from mnist_edge.data import MnistTest, ensure_test_split, to_float
-from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError
+from mnist_edge.device import DeviceModel, Need, check_budgets, load_device_model
+from mnist_edge.device.csource import golden_data_files, model_data_files
+from mnist_edge.errors import CheckFailed, MnistEdgeError
 from mnist_edge.files import (
     json_bytes,
     prepare_output_dir,
@@ -51,11 +52,7 @@ from mnist_edge.model_info import (
     count_macs,
     count_params,
     min_runtime,
-    model_kind,
     op_uses,
-    read_tflite,
-    tensor_spec,
-    tflm_refusal,
 )
 from mnist_edge.options import (
     DEFAULT_C_NAME,
@@ -64,36 +61,18 @@ from mnist_edge.options import (
     PROOF_CPUS,
     PROOF_PLATFORMS,
 )
-from mnist_edge.records import BundleFile, BundleResult, RuntimeAccuracy, VerifyRow
+from mnist_edge.records import ArenaReport, BundleFile, BundleResult, RuntimeAccuracy, VerifyRow
 from mnist_edge.runtimes import RUNTIMES, open_runner
 from mnist_edge.runtimes.tflm_runner import TFLMRunner
-from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES, TensorSpec, quantize
+from mnist_edge.tensors import NUM_CLASSES, TensorSpec, quantize
 from mnist_edge.verify import load_reference
 
 log = logging.getLogger(__name__)
 
 LABELS = [str(digit) for digit in range(NUM_CLASSES)]
 TEST_IMAGES = 10_000
+FLASH_DETAIL = "the model's bytes; code not counted"
 C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-def check_budgets(
-    name: str, flash: int, arena: int, max_flash: int | None, max_arena: int | None
-) -> None:
-    """Raise CheckFailed naming every budget the model exceeds, and by how much, in one line."""
-    over = []
-    if max_flash is not None and flash > max_flash:
-        over.append(
-            f"flash: {name} is {flash:,} bytes (the model's bytes; code not counted), "
-            f"{flash - max_flash:,} over --max-flash {max_flash:,}"
-        )
-    if max_arena is not None and arena > max_arena:
-        over.append(
-            f"arena: TFLM needs {arena:,} bytes of tensor arena, "
-            f"{arena - max_arena:,} over --max-arena {max_arena:,}"
-        )
-    if over:
-        raise CheckFailed("Does not fit: " + "; ".join(over) + ".")
 
 
 def _preprocessing(spec: TensorSpec) -> dict[str, object]:
@@ -130,31 +109,6 @@ def _verify_rows(artifacts: Path, model: Path) -> tuple[dict[str, VerifyRow], fl
     # does not): verify records each export's SHA-256.
     rows = {r.runtime: r for r in record.results if r.artifact == model.name and r.sha256 == digest}
     return rows, record.reference.accuracy
-
-
-def _check_model(model: Path) -> tuple[bytes, ModelInfo, str]:
-    """The model's bytes, parsed, and its kind; ModelError for anything TFLM cannot take."""
-    if not model.is_file():
-        raise ModelError(
-            f"{model}: no such model file; run `mnist-edge export --int8` or pass --model."
-        )
-    if model.suffix != ".tflite":
-        raise ModelError(f"{model}: expected a .tflite model (TFLM runs TFLite flatbuffers).")
-    data, info = read_tflite(model)
-    kind = model_kind(info)
-    refusal = tflm_refusal(info, kind)
-    if refusal:
-        raise ModelError(
-            f"{model}: {refusal}, so it cannot go to a microcontroller. Bundle the full-integer "
-            "model instead (mnist-edge export --int8 writes model_int8_mcu.tflite)."
-        )
-    spec_in, spec_out = tensor_spec(info, info.inputs[0]), tensor_spec(info, info.outputs[0])
-    if spec_in.shape[1:] != IMAGE_SHAPE or spec_out.shape[1:] != (NUM_CLASSES,):
-        raise ModelError(
-            f"{model}: input {spec_in.shape}, output {spec_out.shape}; expected "
-            f"(N, {', '.join(map(str, IMAGE_SHAPE))}) and (N, {NUM_CLASSES})."
-        )
-    return data, info, kind
 
 
 def _measure_accuracy(
@@ -245,6 +199,81 @@ def _write_bundle(
     return result
 
 
+def _check_options(prove, prove_images, golden, c_name, max_arena, max_flash) -> None:
+    """One line for the first option out of range, before any work."""
+    unknown = sorted(set(prove) - set(PROOF_PLATFORMS))
+    if unknown:
+        raise MnistEdgeError(
+            f"Unknown proof platform {', '.join(unknown)}: expected {', '.join(PROOF_PLATFORMS)}."
+        )
+    if not 1 <= prove_images <= TEST_IMAGES:
+        raise MnistEdgeError(f"Invalid proof images {prove_images}: expected 1 to {TEST_IMAGES:,}.")
+    if not 1 <= golden <= TEST_IMAGES:
+        raise MnistEdgeError(f"Invalid golden count {golden}: expected 1 to {TEST_IMAGES:,}.")
+    if not C_IDENTIFIER.fullmatch(c_name):
+        raise MnistEdgeError(
+            f"Invalid --c-name {c_name!r}: expected a C identifier "
+            "(a letter or _, then letters, digits or _; at most 63)."
+        )
+    for name, value in (("--max-arena", max_arena), ("--max-flash", max_flash)):
+        if value is not None and value < 1:
+            raise MnistEdgeError(f"Invalid {name} {value}: expected a positive number of bytes.")
+
+
+def _manifest(
+    device: DeviceModel,
+    out: Path,
+    arena: ArenaReport,
+    outputs: dict[str, np.ndarray],
+    vectors: GoldenVectors,
+    others: list[Path],
+    artifacts: Path,
+    keras_accuracy: float | None,
+    accuracy: list[RuntimeAccuracy],
+) -> BundleResult:
+    """Everything the manifest states of the model, the runs and the runtimes that load it."""
+    model, info = device.path, device.info
+    agreement = [
+        bit_agreement("tflm", other, outputs["tflm"], outputs[other])
+        for other in ("litert-ref", "litert")
+        if other in outputs
+    ]
+    proofs, legacy, legacy_version = prove_runtimes(
+        model, others, vectors.inputs, vectors.outputs, arena.bytes
+    )
+    uses = op_uses(info)
+    unsupported = [f"{u.name} v{u.version}" for u in uses if not u.tflm_call]
+    if unsupported:
+        log.warning("No TFLM resolver call known for %s", ", ".join(unsupported))
+    return BundleResult(
+        out=str(out),
+        model=model.name,
+        kind=device.kind,
+        files=[],
+        input=device.input,
+        output=device.output,
+        preprocessing=_preprocessing(device.input),
+        labels=LABELS,
+        keras_accuracy=keras_accuracy,
+        accuracy=accuracy,
+        agreement=agreement,
+        ops=uses,
+        # One registration per operator, whatever its versions: the resolver's template size.
+        tflm_resolver=f"tflite::MicroMutableOpResolver<{len({u.name for u in uses})}>",
+        tflm_calls=list(dict.fromkeys(u.tflm_call for u in uses if u.tflm_call)),
+        arena_bytes=arena.bytes,
+        arena=arena,
+        flash_bytes=len(device.data),
+        macs=count_macs(info),
+        params=count_params(info),
+        golden=vectors.summary(),
+        min_runtime=min_runtime(info),
+        proven_runtimes=proofs,
+        exports=export_compat(model, info, others, arena.bytes, legacy, legacy_version),
+        versions=_versions(info, artifacts),
+    )
+
+
 def bundle(
     artifacts: Path,
     data: MnistTest | Path | None,
@@ -266,82 +295,35 @@ def bundle(
     prepared in the cache on first use; their results go into the manifest. A proof whose
     bundled model did not load is a failed check (CheckFailed, after the bundle is written).
     """
-    unknown = sorted(set(prove) - set(PROOF_PLATFORMS))
-    if unknown:
-        raise MnistEdgeError(
-            f"Unknown proof platform {', '.join(unknown)}: expected {', '.join(PROOF_PLATFORMS)}."
-        )
-    if not 1 <= prove_images <= TEST_IMAGES:
-        raise MnistEdgeError(f"Invalid proof images {prove_images}: expected 1 to {TEST_IMAGES:,}.")
-    if not 1 <= golden <= TEST_IMAGES:
-        raise MnistEdgeError(f"Invalid golden count {golden}: expected 1 to {TEST_IMAGES:,}.")
-    if not C_IDENTIFIER.fullmatch(c_name):
-        raise MnistEdgeError(
-            f"Invalid --c-name {c_name!r}: expected a C identifier "
-            "(a letter or _, then letters, digits or _; at most 63)."
-        )
-    for name, value in (("--max-arena", max_arena), ("--max-flash", max_flash)):
-        if value is not None and value < 1:
-            raise MnistEdgeError(f"Invalid {name} {value}: expected a positive number of bytes.")
+    _check_options(prove, prove_images, golden, c_name, max_arena, max_flash)
     artifacts = Path(artifacts)
     model = Path(model) if model is not None else int8_model(artifacts)
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
     # A batch tool never prompts: an earlier bundle (its manifest) is replaced only on request.
     refuse_overwrite([out / MANIFEST], overwrite)
-    model_bytes, info, kind = _check_model(model)
+    device = load_device_model(model)
+    model_bytes, info = device.data, device.info
 
     # Budgets first: a firmware CI gating on them should not wait for the accuracy runs.
     log.info("Measuring the TFLM tensor arena of %s", model.name)
-    arena = measure_arena(model_bytes, str(model))
-    check_budgets(model.name, len(model_bytes), arena.bytes, max_flash, max_arena)
+    arena = measure_arena(model_bytes, str(model), info)
+    check_budgets(
+        [
+            Need("flash", model.name, len(model_bytes), max_flash, "--max-flash", FLASH_DETAIL),
+            Need("arena", model.name, arena.bytes, max_arena, "--max-arena", "TFLM's tensor arena"),
+        ]
+    )
     out = prepare_output_dir(out)
 
     mnist = ensure_test_split(data)
-    input_spec = tensor_spec(info, info.inputs[0])
-    q = quantize(to_float(mnist.x_test), input_spec)
+    q = quantize(to_float(mnist.x_test), device.input)
     # TFLM at exactly the arena the manifest states: the golden run is also the proof it works.
     tflm = TFLMRunner(model, arena_size=arena.bytes)
     outputs, accuracy, keras_accuracy = _measure_accuracy(model, artifacts, mnist, q, tflm, golden)
-    agreement = [
-        bit_agreement("tflm", other, outputs["tflm"], outputs[other])
-        for other in ("litert-ref", "litert")
-        if other in outputs
-    ]
     vectors = golden_vectors(q, outputs["tflm"], mnist.y_test, golden)
     others = [p for p in sorted(artifacts.glob("*.tflite")) if p.resolve() != model.resolve()]
-    proofs, legacy, legacy_version = prove_runtimes(
-        model, others, vectors.inputs, vectors.outputs, arena.bytes
-    )
-    uses = op_uses(info)
-    unsupported = [f"{u.name} v{u.version}" for u in uses if not u.tflm_call]
-    if unsupported:
-        log.warning("No TFLM resolver call known for %s", ", ".join(unsupported))
-    result = BundleResult(
-        out=str(out),
-        model=model.name,
-        kind=kind,
-        files=[],
-        input=input_spec,
-        output=tensor_spec(info, info.outputs[0]),
-        preprocessing=_preprocessing(input_spec),
-        labels=LABELS,
-        keras_accuracy=keras_accuracy,
-        accuracy=accuracy,
-        agreement=agreement,
-        ops=uses,
-        # One registration per operator, whatever its versions: the resolver's template size.
-        tflm_resolver=f"tflite::MicroMutableOpResolver<{len({u.name for u in uses})}>",
-        tflm_calls=list(dict.fromkeys(u.tflm_call for u in uses if u.tflm_call)),
-        arena_bytes=arena.bytes,
-        arena=arena,
-        flash_bytes=len(model_bytes),
-        macs=count_macs(info),
-        params=count_params(info),
-        golden=vectors.summary(),
-        min_runtime=min_runtime(info),
-        proven_runtimes=proofs,
-        exports=export_compat(model, info, others, arena.bytes, legacy, legacy_version),
-        versions=_versions(info, artifacts),
+    result = _manifest(
+        device, out, arena, outputs, vectors, others, artifacts, keras_accuracy, accuracy
     )
     result = replace(
         result,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mnist_edge import __version__
-from mnist_edge.bundle.csource import template
+from mnist_edge.device.csource import template
 from mnist_edge.records import BundleResult
 
 
@@ -70,7 +70,7 @@ def bundle_readme(result: BundleResult, c_name: str) -> str:
         "proofs": proofs,
         "platforms": _platforms(result),
     }
-    return template("README.md").substitute(fields)
+    return template("README.md", "mnist_edge.bundle").substitute(fields)
 
 
 def _platforms(result: BundleResult) -> str:

@@ -25,7 +25,9 @@ import numpy as np
 
 from mnist_edge import __version__
 from mnist_edge.artifacts import FIRMWARE_JSON, load_record, record_payload
-from mnist_edge.errors import CheckFailed, MissingDependencyError, MnistEdgeError, ModelError
+from mnist_edge.compare import bit_agreement
+from mnist_edge.device import DeviceModel, Need, check_budgets, load_device_model
+from mnist_edge.errors import MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.files import (
     cache_dir,
     json_bytes,
@@ -47,20 +49,18 @@ from mnist_edge.firmware.build import (
     measure,
 )
 from mnist_edge.firmware.project import (
-    KERNELS_DESCRIPTION,
     LIBRARY_KERNELS,
     STACK_SIZE,
     ProjectInputs,
-    main_cc,
+    model_data,
     project_files,
-    render,
-    resolver_calls,
     unsupported_ops,
 )
 from mnist_edge.firmware.qemu import QemuRun, find_qemu, qemu_command, run_firmware
-from mnist_edge.firmware.sources import SOURCES, SourceTree, prepare_sources
-from mnist_edge.model_info import ModelInfo, count_macs, model_kind, read_model, tflm_refusal
-from mnist_edge.records import FirmwareReport, FirmwareResult, FlashSplit
+from mnist_edge.firmware.readme import firmware_readme
+from mnist_edge.firmware.sources import SourceTree, prepare_sources
+from mnist_edge.model_info import count_macs
+from mnist_edge.records import Agreement, FirmwareReport, FirmwareResult, FlashSplit
 from mnist_edge.tensors import TensorSpec
 
 __all__ = [
@@ -130,58 +130,26 @@ def _check_options(
     return boards
 
 
-def _check_model(model: Path) -> tuple[bytes, ModelInfo]:
-    """The model's bytes and parsed flatbuffer; ModelError for anything the firmware cannot run."""
-    model = Path(model)
-    if not model.is_file():
-        raise ModelError(f"{model}: no such model file; run `mnist-edge export --int8`.")
-    if model.suffix != ".tflite":
-        raise ModelError(f"{model}: expected a .tflite model (TFLM runs TFLite flatbuffers).")
-    data = model.read_bytes()
-    info = read_model(data, str(model))
-    kind = model_kind(info)
-    refusal = tflm_refusal(info, kind)
-    if refusal:
-        raise ModelError(
-            f"{model}: {refusal}, so it cannot run on a microcontroller; build the full-integer "
-            "model instead (mnist-edge export --int8 writes model_int8.tflite)."
-        )
-    if kind != "int8":
-        raise ModelError(
-            f"{model}: a {kind} model; the firmware runs full-integer int8 models "
-            "(mnist-edge export --int8 writes model_int8.tflite)."
-        )
-    tensor_in, tensor_out = info.tensors[info.inputs[0]], info.tensors[info.outputs[0]]
-    if tensor_in.shape[1:] != (*IMAGE_SHAPE, 1) or tensor_out.shape[1:] != (NUM_CLASSES,):
-        raise ModelError(
-            f"{model}: input {tensor_in.shape}, output {tensor_out.shape}; expected "
-            f"(N, 28, 28, 1) and (N, {NUM_CLASSES})."
-        )
-    missing = unsupported_ops(info)
+def _check_model(model: Path) -> DeviceModel:
+    """The model, read and parsed once; ModelError for anything the firmware cannot run."""
+    device = load_device_model(model, int8_only=True)
+    missing = unsupported_ops(device.info)
     if missing:
         raise ModelError(
             f"{model}: uses {', '.join(missing)}, which the firmware's TFLM library does not "
             f"compile (it has {', '.join(LIBRARY_KERNELS)})."
         )
-    return data, info
+    return device
 
 
 def _check_budgets(results: list[FirmwareResult], max_flash: int | None, max_ram: int | None):
-    over = []
+    needs = []
     for r in results:
-        name = f"{r.cpu} {r.kernels}"
-        if max_flash is not None and r.flash_bytes > max_flash:
-            over.append(
-                f"{name} needs {r.flash_bytes:,} bytes of flash, "
-                f"{r.flash_bytes - max_flash:,} over {max_flash:,}"
-            )
-        if max_ram is not None and r.ram_bytes > max_ram:
-            over.append(
-                f"{name} needs {r.ram_bytes:,} bytes of RAM ({r.static_bytes:,} static + "
-                f"{r.stack_bytes:,} stack), {r.ram_bytes - max_ram:,} over {max_ram:,}"
-            )
-    if over:
-        raise CheckFailed("Does not fit: " + "; ".join(over) + ".")
+        who = f"{r.cpu} {r.kernels}"
+        needs.append(Need("flash", who, r.flash_bytes, max_flash, "--max-flash", "the whole ELF"))
+        ram = f"{r.static_bytes:,} static + {r.stack_bytes:,} stack"
+        needs.append(Need("RAM", who, r.ram_bytes, max_ram, "--max-ram", ram))
+    check_budgets(needs)
 
 
 # ----------------------------------------------------------------------------- one configuration
@@ -261,100 +229,41 @@ def _run(board: Board, elf: Path, timeout_s: float, label: str) -> QemuRun:
     return run
 
 
-def _measured_lines(result: FirmwareResult, run: QemuRun | None) -> str:
-    if run is None:
-        return "Built, not run (run=False)."
-    f = result.flash
-    return "\n".join(
-        [
-            "| figure | value |",
-            "| --- | --- |",
-            f"| golden outputs identical to host TFLM | {result.golden_identical}/"
-            f"{result.golden_count} |",
-            f"| correct | {result.correct}/{result.images} |",
-            f"| instructions per inference | {result.instructions_per_inference:,} median "
-            f"(min {result.instructions_min:,}, max {result.instructions_max:,}); "
-            f"{result.instructions_per_mac:.2f} per MAC for {result.macs:,} MACs |",
-            f"| flash | {result.flash_bytes:,} bytes: model {f.model:,}, images {f.images:,}, "
-            f"TFLM runtime {f.tflm_runtime:,}, kernels {f.kernels:,}, CMSIS-NN {f.cmsis_nn:,}, "
-            f"libc {f.libc:,}, app {f.app:,} |",
-            f"| RAM | {result.ram_bytes:,} bytes: static {result.static_bytes:,} (arena "
-            f"{result.arena_bytes:,}) + stack peak {result.stack_bytes:,} |",
-        ]
-    )
+@dataclass(frozen=True)
+class _Config:
+    """One CPU × kernels of a firmware run, and what every configuration shares."""
+
+    inputs: ProjectInputs
+    board: Board
+    kernels: str
+    tree: SourceTree
+    toolchain: Toolchain
+
+    @property
+    def label(self) -> str:
+        return f"{self.board.cpu} {self.kernels}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.board.cpu}-{self.kernels}"
 
 
-def _source_table() -> str:
-    rows = ["| repository | commit | tree hash (SHA-256 of its files) |", "| --- | --- | --- |"]
-    rows += [f"| {s.repo} | `{s.commit}` | `{s.tree_hash[:16]}…` |" for s in SOURCES]
-    return "\n".join(rows)
-
-
-def _readme(
-    inputs: ProjectInputs,
-    board: Board,
-    kernels: str,
-    result: FirmwareResult,
-    run: QemuRun | None,
-    tree: SourceTree,
-) -> bytes:
-    values = {
-        "version": __version__,
-        "model_name": inputs.model_name,
-        "model_sha256": inputs.model_sha256,
-        "cpu": board.cpu,
-        "machine": board.machine,
-        "board_description": board.description,
-        "kernels_description": KERNELS_DESCRIPTION[kernels],
-        "image_count": len(inputs.inputs),
-        "measured": _measured_lines(result, run),
-        "mve": " and MVE" if board.macs_per_instruction > 2 else "",
-        "code_name": board.code.name,
-        "code_origin": f"0x{board.code.origin:08X}",
-        "code_length": f"{board.code.length:,}",
-        "data_name": board.data.name,
-        "data_origin": f"0x{board.data.origin:08X}",
-        "data_length": f"{board.data.length:,}",
-        "stack_size": f"{STACK_SIZE:,}",
-        "op_count": len(resolver_calls(inputs.info, kernels)),
-        "library_files": result.library_files,
-        "sources": tree.root,
-        "qemu_args": " ".join(board.qemu_args),
-        "source_table": _source_table(),
-        "instructions_per_tick": f"{board.instructions_per_tick:g}",
-    }
-    return render("README.md", values).encode()
-
-
-def _configuration(
-    inputs: ProjectInputs,
-    board: Board,
-    kernels: str,
-    staging: Path,
-    tree: SourceTree,
-    toolchain: Toolchain,
-    run: bool,
-    timeout_s: float,
-    host_arena: int | None,
-) -> tuple[FirmwareResult, QemuRun | None]:
-    label = f"{board.cpu} {kernels}"
-    name = f"{board.cpu}-{kernels}"
-    project = staging / name
-    project.mkdir()
-    # First with the largest arena the board's RAM allows, running one image: TFLM then says
-    # how much arena this CPU and these kernels use; the firmware shipped gets exactly that.
-    # Not running, the host's measure stands in (64-bit: a little more than a 32-bit MCU needs).
+def _build(config: _Config, project: Path, run: bool, timeout_s: float, host_arena: int | None):
+    """Generate the project, build TFLM (cached) and link; when running, first link a sizing
+    build that runs one image with the largest arena the board allows: TFLM then says how much
+    arena this CPU and these kernels use, and the firmware shipped gets exactly that. Not
+    running, the host's measure stands in (64-bit: a little more than a 32-bit MCU needs)."""
+    board, label = config.board, config.label
     sizing_arena = _round_up(board.data.length // 2, 1024) if run else host_arena
-    files = project_files(inputs, board, kernels, sizing_arena)
+    files = project_files(config.inputs, board, config.kernels, sizing_arena)
     for file_name, content in files.items():
         (project / file_name).write_bytes(content)
-    library_mk = files["tflm.mk"].decode()
     library = build_library(
         project,
-        library_key(library_mk, toolchain, tree),
+        library_key(files["tflm.mk"].decode(), config.toolchain, config.tree),
         f"TFLM for {label}",
-        tree,
-        toolchain,
+        config.tree,
+        config.toolchain,
     )
     started = time.perf_counter()
     arena = sizing_arena
@@ -363,8 +272,8 @@ def _configuration(
             project,
             board,
             library,
-            tree,
-            toolchain,
+            config.tree,
+            config.toolchain,
             label,
             build="build-sizing",
             elf="sizing.elf",
@@ -372,64 +281,90 @@ def _configuration(
         )
         probe = _run(board, sizing.elf, timeout_s, label)
         arena = _round_up(probe.uart.summary.arena_used_bytes, ARENA_ALIGNMENT)
-        (project / "main.cc").write_bytes(main_cc(inputs, board, kernels, arena).encode())
-    built = _link(project, board, library, tree, toolchain, label)
-    build_seconds = time.perf_counter() - started
+        for name, text in model_data(config.inputs, arena).items():
+            (project / name).write_bytes(text.encode())
+    built = _link(project, board, library, config.tree, config.toolchain, label)
+    return library, built, arena, time.perf_counter() - started
+
+
+def _checked(inputs: ProjectInputs, device: QemuRun) -> tuple[Agreement, tuple[int, ...]]:
+    """The device's outputs against host TFLM's (the golden vectors), image by image: the
+    shared comparison, and the test indices of the images that differ."""
+    records = device.uart.images
+    golden = {int(i): g for i, g in zip(inputs.indices, inputs.golden, strict=True)}
+    known = [r for r in records if r.index in golden]
+    ours = np.array([r.outputs for r in known], dtype=np.int8).reshape(-1, inputs.golden.shape[1])
+    theirs = np.array([golden[r.index] for r in known], dtype=np.int8).reshape(ours.shape)
+    agreement = bit_agreement("host tflm", "firmware", theirs, ours)
+    unknown = tuple(r.index for r in records if r.index not in golden)
+    return agreement, tuple(known[i].index for i in agreement.mismatches) + unknown
+
+
+def _configuration(
+    config: _Config, staging: Path, run: bool, timeout_s: float, host_arena: int | None
+) -> tuple[FirmwareResult, QemuRun | None]:
+    """Build (and run) one configuration in staging/NAME and measure it."""
+    board, inputs, name = config.board, config.inputs, config.name
+    project = staging / name
+    project.mkdir()
+    library, built, arena, build_seconds = _build(config, project, run, timeout_s, host_arena)
     sizes = measure(built.elf, built.map_file)
-    device = _run(board, built.elf, timeout_s, label) if run else None
+    device = _run(board, built.elf, timeout_s, config.label) if run else None
     for leftover in ("build", "build-sizing", "sizing.elf", "sizing.map"):
         path = project / leftover
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-
     macs = count_macs(inputs.info)
-    isa_limit = -(-macs // board.macs_per_instruction)
-    if device is not None:
-        summary = device.uart.summary
-        records = device.uart.images
-        expected = {
-            int(i): tuple(int(v) for v in g)
-            for i, g in zip(inputs.indices, inputs.golden, strict=True)
-        }
-        host_class = {i: int(np.argmax(v)) for i, v in expected.items()}
-        mismatches = tuple(r.index for r in records if expected.get(r.index) != r.outputs)
-        same_class = sum(int(np.argmax(r.outputs)) == host_class.get(r.index) for r in records)
-        counts = [r.instructions for r in records]
-        median = int(statistics.median(counts)) if counts else None
-        stack = summary.stack_peak_bytes
-        golden = (summary.count, summary.identical)
-        correct = summary.correct
-        run_seconds = device.seconds
-    else:
-        mismatches, same_class, counts, median, stack = (), 0, [], None, STACK_SIZE
-        golden, correct, run_seconds = (0, 0), 0, None
     images = len(inputs.inputs)
-    ran = device is not None
+    figures = dict(
+        golden_count=0,
+        golden_identical=0,
+        correct=0,
+        accuracy=None,
+        agreement_with_host_tflm=None,
+        mismatches=(),
+        instructions_per_inference=None,
+        instructions_min=None,
+        instructions_max=None,
+        stack_bytes=STACK_SIZE,
+        run_seconds=None,
+        exit_status=None,
+    )
+    if device is not None:
+        agreement, mismatches = _checked(inputs, device)
+        counts = [r.instructions for r in device.uart.images]
+        median = int(statistics.median(counts)) if counts else None
+        summary = device.uart.summary
+        figures = dict(
+            golden_count=summary.count,
+            golden_identical=summary.identical,
+            correct=summary.correct,
+            accuracy=round(summary.correct / images, 6),
+            agreement_with_host_tflm=round(agreement.same_class / images, 6),
+            mismatches=mismatches,
+            instructions_per_inference=median,
+            instructions_min=min(counts) if counts else None,
+            instructions_max=max(counts) if counts else None,
+            stack_bytes=summary.stack_peak_bytes,
+            run_seconds=round(device.seconds, 1),
+            exit_status=device.returncode,
+        )
+    median = figures["instructions_per_inference"]
     return FirmwareResult(
         cpu=board.cpu,
         board=board.machine,
-        kernels=kernels,
+        kernels=config.kernels,
         model=inputs.model_name,
         model_sha256=inputs.model_sha256,
         images=images,
-        golden_count=golden[0],
-        golden_identical=golden[1],
-        correct=correct,
-        accuracy=round(correct / images, 6) if ran else None,
-        agreement_with_host_tflm=round(same_class / images, 6) if ran else None,
-        mismatches=mismatches,
-        instructions_per_inference=median,
-        instructions_min=min(counts) if counts else None,
-        instructions_max=max(counts) if counts else None,
         macs=macs,
         instructions_per_mac=round(median / macs, 4) if median and macs else None,
-        isa_limit_instructions=isa_limit,
+        isa_limit_instructions=-(-macs // board.macs_per_instruction),
         flash_bytes=sizes.flash_bytes,
         flash=FlashSplit(**{c: sizes.flash[c] for c in FLASH_COMPONENTS}),
-        ram_bytes=sizes.static_bytes + stack,
+        ram_bytes=sizes.static_bytes + figures["stack_bytes"],
         static_bytes=sizes.static_bytes,
         arena_bytes=arena,
         arena_measured_on="device" if run else "host",
-        stack_bytes=stack,
         stack_reserved_bytes=STACK_SIZE,
         project=name,
         elf=f"{name}/{ELF}",
@@ -438,10 +373,9 @@ def _configuration(
         library_cached=not library.built_now,
         library_seconds=round(library.seconds, 1),
         build_seconds=round(build_seconds, 1),
-        run_seconds=round(run_seconds, 1) if run_seconds is not None else None,
-        exit_status=device.returncode if device is not None else None,
         qemu_command=tuple(qemu_command(board, Path(ELF))),
-        ran=ran,
+        ran=device is not None,
+        **figures,
     ), device
 
 
@@ -473,6 +407,54 @@ def _publish(staging: Path, out: Path, names: list[str], stale: list[str]) -> No
         raise MnistEdgeError(f"Cannot write {out / name}: {exc.strerror or exc}.") from None
     finally:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _project_inputs(
+    device: DeviceModel, images: np.ndarray, labels: np.ndarray, tree: SourceTree
+) -> ProjectInputs:
+    """What every configuration's project is generated from: the model, the images as the
+    model's int8 inputs, and host TFLM's outputs for them (the golden vectors)."""
+    inputs_int8, golden, spec = _golden(device.path, images)
+    return ProjectInputs(
+        model_name=device.name,
+        model=device.data,
+        model_sha256=device.sha256,
+        info=device.info,
+        inputs=inputs_int8,
+        indices=np.arange(len(images)),
+        labels=labels.astype(np.uint8),
+        golden=golden.astype(np.int8),
+        input_scale=float(spec.scale),
+        input_zero_point=int(spec.zero_point),
+        sources_root=str(tree.root),
+    )
+
+
+def _built_and_described(
+    config: _Config, staging: Path, run: bool, timeout_s: float, host_arena: int | None
+) -> FirmwareResult:
+    """One configuration built (and run), its README written beside it, its figures logged."""
+    result, device = _configuration(config, staging, run, timeout_s, host_arena)
+    (staging / result.project / "README.md").write_bytes(
+        firmware_readme(config.inputs, config.board, config.kernels, result, device, config.tree)
+    )
+    log.info(
+        "%s: golden %d/%d, %s instructions per inference, flash %s, RAM %s",
+        config.label,
+        result.golden_identical,
+        result.golden_count,
+        f"{result.instructions_per_inference:,}" if result.ran else "-",
+        f"{result.flash_bytes:,}",
+        f"{result.ram_bytes:,}",
+    )
+    return result
+
+
+def _copy_licenses(tree: SourceTree, folder: Path) -> None:
+    """The pinned sources' licenses, which travel with the firmware built from them."""
+    folder.mkdir()
+    for repo, path in tree.licenses().items():
+        shutil.copyfile(path, folder / f"{repo.replace('/', '_')}.txt")
 
 
 def _skipped(out: Path, model: Path, data: bytes, images: int, reason: str) -> FirmwareReport:
@@ -523,7 +505,7 @@ def firmware(
     boards = _check_options(cpus, kernels, images, labels, max_flash, max_ram, timeout_s)
     kernels = list(dict.fromkeys(kernels))
     model = Path(model)
-    data, info = _check_model(model)
+    device = _check_model(model)
     out = Path(out)
     names = [f"{board.cpu}-{k}" for board in boards for k in kernels]
     refuse_overwrite([out / FIRMWARE_JSON, *(out / name for name in names)], overwrite)
@@ -533,57 +515,30 @@ def firmware(
     except MissingDependencyError as exc:
         if not skip_missing_tools:
             raise
-        return _skipped(out, model, data, len(images), str(exc))
+        return _skipped(out, model, device.data, len(images), str(exc))
     prepare_output_dir(out)
     tree = prepare_sources(sources)
-
-    images = np.asarray(images)
-    inputs_int8, golden, spec = _golden(model, images)
-    inputs = ProjectInputs(
-        model_name=model.name,
-        model=data,
-        model_sha256=sha256_bytes(data),
-        info=info,
-        inputs=inputs_int8,
-        indices=np.arange(len(images)),
-        labels=np.asarray(labels).astype(np.uint8),
-        golden=golden.astype(np.int8),
-        input_scale=float(spec.scale),
-        input_zero_point=int(spec.zero_point),
-        sources_root=str(tree.root),
-    )
+    inputs = _project_inputs(device, np.asarray(images), np.asarray(labels), tree)
     host_arena = None
     if not run:
         from mnist_edge.arena import measure_arena
 
-        host_arena = measure_arena(data, str(model)).bytes
+        host_arena = measure_arena(device.data, str(model), device.info).bytes
     staging = Path(tempfile.mkdtemp(prefix=".firmware-staging-", dir=out))
     try:
-        results = []
-        for board in boards:
-            for kernel_set in kernels:
-                result, device = _configuration(
-                    inputs, board, kernel_set, staging, tree, toolchain, run, timeout_s, host_arena
-                )
-                (staging / result.project / "README.md").write_bytes(
-                    _readme(inputs, board, kernel_set, result, device, tree)
-                )
-                log.info(
-                    "%s %s: golden %d/%d, %s instructions per inference, flash %s, RAM %s",
-                    board.cpu,
-                    kernel_set,
-                    result.golden_identical,
-                    result.golden_count,
-                    f"{result.instructions_per_inference:,}" if result.ran else "-",
-                    f"{result.flash_bytes:,}",
-                    f"{result.ram_bytes:,}",
-                )
-                results.append(result)
+        results = [
+            _built_and_described(
+                _Config(inputs, board, kernel_set, tree, toolchain),
+                staging,
+                run,
+                timeout_s,
+                host_arena,
+            )
+            for board in boards
+            for kernel_set in kernels
+        ]
         _check_budgets(results, max_flash, max_ram)
-        licenses = staging / LICENSES_DIR
-        licenses.mkdir()
-        for repo, path in tree.licenses().items():
-            shutil.copyfile(path, licenses / f"{repo.replace('/', '_')}.txt")
+        _copy_licenses(tree, staging / LICENSES_DIR)
         report = FirmwareReport(
             out=str(out),
             model=model.name,

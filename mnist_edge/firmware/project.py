@@ -14,6 +14,7 @@ from importlib import resources
 import numpy as np
 
 from mnist_edge import __version__
+from mnist_edge.device.csource import c_rows, c_values, model_data_files
 from mnist_edge.errors import ModelError
 from mnist_edge.firmware.boards import Board
 from mnist_edge.firmware.sources import SOURCE_BY_NAME
@@ -240,23 +241,6 @@ def resolver_calls(info: ModelInfo, kernels: str) -> list[str]:
     return calls
 
 
-# ----------------------------------------------------------------------------- C arrays
-
-
-def _c_rows(
-    values: np.ndarray, per_line: int, indent: str = "    ", hex_bytes: bool = False
-) -> str:
-    flat = values.reshape(-1)
-    items = [f"0x{int(v):02x}" for v in flat] if hex_bytes else [str(int(v)) for v in flat]
-    return "\n".join(
-        indent + ", ".join(items[i : i + per_line]) + "," for i in range(0, len(items), per_line)
-    )
-
-
-def _c_matrix(rows: np.ndarray, per_line: int) -> str:
-    return "\n".join(f"    {{\n{_c_rows(row, per_line, ' ' * 8)}\n    }}," for row in rows)
-
-
 @dataclass(frozen=True)
 class ProjectInputs:
     """What a project is generated from: the model, the images, and the golden outputs."""
@@ -318,8 +302,8 @@ def library_makefile(board: Board, kernels: str) -> str:
     )
 
 
-def main_cc(inputs: ProjectInputs, board: Board, kernels: str, arena_size: int) -> str:
-    """main.cc for these kernels, with the measured arena size."""
+def main_cc(inputs: ProjectInputs, board: Board, kernels: str) -> str:
+    """main.cc for these kernels."""
     calls = resolver_calls(inputs.info, kernels)
     return render(
         "main.cc",
@@ -330,13 +314,27 @@ def main_cc(inputs: ProjectInputs, board: Board, kernels: str, arena_size: int) 
             "image_count": len(inputs.inputs),
             "cpu": board.cpu,
             "machine": board.machine,
-            "arena_size": arena_size,
             "op_count": len(calls),
             "resolver_calls": "\n".join(
                 f"  TF_LITE_ENSURE_STATUS(resolver.{call});" for call in calls
             ),
         },
     )
+
+
+def model_data(inputs: ProjectInputs, arena_size: int) -> dict[str, str]:
+    """model_data.h/.cc: the bundle's files (the same emitter and templates), with the arena
+    this CPU and these kernels used."""
+    header, source = model_data_files(
+        inputs.model,
+        inputs.model_name,
+        "g_model",
+        arena_size,
+        arena_note="arena_used_bytes() of this model on this CPU with these kernels, measured by\n"
+        "// mnist-edge firmware in QEMU, rounded up to a multiple of 16.",
+        command="mnist-edge firmware",
+    )
+    return {"model_data.h": header, "model_data.cc": source}
 
 
 def _hex(value: int) -> str:
@@ -384,17 +382,8 @@ def project_files(
                 "stack_size": _hex(STACK_SIZE),
             },
         ),
-        "main.cc": main_cc(inputs, board, kernels, arena_size),
-        "model_data.h": render("model_data.h", {**common, "model_bytes": len(inputs.model)}),
-        "model_data.cc": render(
-            "model_data.cc",
-            {
-                **common,
-                "model_bytes": len(inputs.model),
-                "model_sha256": inputs.model_sha256,
-                "model_array": _c_rows(np.frombuffer(inputs.model, np.uint8), 12, hex_bytes=True),
-            },
-        ),
+        "main.cc": main_cc(inputs, board, kernels),
+        **model_data(inputs, arena_size),
         "images.h": render(
             "images.h",
             {
@@ -411,10 +400,10 @@ def project_files(
                 **common,
                 "images_source": f"test-set indices {_ranges(inputs.indices)}",
                 "golden_source": "tflite-micro's Python interpreter, reference kernels",
-                "images_array": _c_matrix(inputs.inputs.reshape(count, -1), 14),  # half a row
-                "indices_array": _c_rows(inputs.indices, 16),
-                "labels_array": _c_rows(inputs.labels, 20),
-                "golden_array": _c_matrix(inputs.golden, 10),
+                "images_array": c_rows(inputs.inputs.reshape(count, -1), 14),  # half a row
+                "indices_array": c_values(inputs.indices, per_line=16),
+                "labels_array": c_values(inputs.labels, per_line=20),
+                "golden_array": c_rows(inputs.golden, 10),
             },
         ),
         "tflm.mk": library_makefile(board, kernels),

@@ -258,6 +258,140 @@ def _predict_check(
     )
 
 
+def _host_reference(plans, images, count):
+    """Every model's inputs, and each (model, host runtime)'s outputs on this host."""
+    log.info("Running %d models on this host's kernels, for reference", count)
+    inputs: dict[Path, np.ndarray] = {}
+    host: dict[tuple[Path, str], np.ndarray] = {}
+    for plan in plans:
+        if (plan.model, plan.host_runtime) in host:
+            continue
+        runner = open_runner(plan.model, plan.host_runtime)
+        if plan.model not in inputs:
+            inputs[plan.model] = model_inputs(runner, images)
+        host[plan.model, plan.host_runtime] = runner.predict_raw(inputs[plan.model])
+    return inputs, host
+
+
+def _model_runs(plans, outputs, bundle, labels, tflm, host) -> list[ModelRun]:
+    """Each plan's run in the target, compared with the golden vectors, host TFLM and the same
+    runtime on this host (the shared comparison, compare.bit_agreement)."""
+    machine = host_platform.machine()
+    images = len(labels)
+    runs = []
+    for plan, (golden_out, test_out, loaded, error, kernels, seconds) in zip(
+        plans, outputs, strict=True
+    ):
+        run = ModelRun(
+            model=plan.model.name,
+            runtime=plan.runtime,
+            kernels=kernels,
+            loaded=loaded,
+            error=error,
+            images=images if loaded else 0,
+            seconds=seconds,
+        )
+        if loaded:
+            golden = {}
+            if plan.golden:
+                agree = bit_agreement("golden", plan.runtime, bundle.golden_outputs, golden_out)
+                golden = {
+                    "golden_identical": agree.bit_identical,
+                    "golden_count": agree.images,
+                    "golden_max_abs_diff": agree.max_abs_diff,
+                }
+            run = replace(
+                run,
+                **golden,
+                accuracy=accuracy(test_out, labels),
+                vs_host_tflm=_comparison(f"host tflm ({machine})", tflm, test_out)
+                if plan.golden
+                else None,
+                vs_host=_comparison(
+                    f"host {plan.host_runtime} ({machine})",
+                    host[plan.model, plan.host_runtime],
+                    test_out,
+                ),
+            )
+        runs.append(run)
+
+    return runs
+
+
+def _between_runtimes(runs, outputs, platform) -> list[Comparison]:
+    """Two runtimes of the target on the same model, against each other."""
+    between = []
+    by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for run, (_, test_out, loaded, *_) in zip(runs, outputs, strict=True):
+        if loaded:
+            by_model.setdefault(run.model, []).append((run.runtime, test_out))
+    for model, pairs in by_model.items():
+        for i, (a, out_a) in enumerate(pairs):
+            for b, out_b in pairs[i + 1 :]:
+                between.append(_comparison(f"{model}: {b} against {a} ({platform})", out_a, out_b))
+
+    return between
+
+
+def _failures(runs, plans, predict_check) -> list[str]:
+    """Why the proof failed: the bundle's model did not load, or predict went wrong."""
+    failures = [
+        f"{r.model} did not load on {r.runtime}: {r.error}"
+        for r, plan in zip(runs, plans, strict=True)
+        if plan.golden and not r.loaded
+    ]
+    if predict_check is not None and not predict_check.matches_host:
+        failures.append(
+            f"mnist-edge predict exited {predict_check.exit_code} "
+            f"({predict_check.error or 'no error'}) with classes {predict_check.classes}; "
+            f"this host's: {predict_check.host_classes}"
+        )
+    return failures
+
+
+def _run_target(platform, env, plans, bundle, arrays, inputs, predict_images, workers):
+    """Every plan run in the target's environment, from files in a scratch folder: the raw
+    outputs per plan, what the target says of itself, and the predict check (aarch64 only)."""
+    images = arrays[0]
+    with tempfile.TemporaryDirectory(prefix="mnist-edge-proof-") as tmp:
+        folder = Path(tmp)
+        for i, model in enumerate(inputs):
+            np.save(folder / f"images{i}.npy", inputs[model])
+        np.save(folder / "golden.npy", bundle.golden_inputs)
+        image_files = {model: folder / f"images{i}.npy" for i, model in enumerate(inputs)}
+        if platform == AARCH64:
+            outputs, meta, predict_check = _run_aarch64(
+                env,
+                plans,
+                bundle,
+                arrays,
+                image_files,
+                folder,
+                predict_images,
+                workers,
+            )
+        else:
+            outputs, meta = _run_tflite_runtime(env, plans, bundle, inputs, len(images))
+            predict_check = None
+    return outputs, meta, predict_check
+
+
+def _check_request(platform, predict_images, bundle_dir, extra_models):
+    """The bundle and the extra models, once the request is known to be sound."""
+    if platform not in PLATFORMS:
+        raise MnistEdgeError(
+            f"Unknown proof platform {platform!r}: expected {' or '.join(PLATFORMS)}."
+        )
+    if predict_images < 0:
+        raise MnistEdgeError(f"Invalid predict_images {predict_images}: expected 0 or more.")
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else read_bundle(bundle_dir)
+    extras = [Path(p) for p in extra_models if Path(p).resolve() != bundle.model.resolve()]
+    for path in extras:
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file.")
+    return bundle, extras
+
+
 def prove(
     platform: str,
     bundle_dir: Path | Bundle,
@@ -287,119 +421,27 @@ def prove(
     prepared first (see environments.py). Raises ProofFailed (a CheckFailed, exit 1) when the
     bundle's model did not load or predict went wrong, unless `check` is off.
     """
-    if platform not in PLATFORMS:
-        raise MnistEdgeError(
-            f"Unknown proof platform {platform!r}: expected {' or '.join(PLATFORMS)}."
-        )
-    if predict_images < 0:
-        raise MnistEdgeError(f"Invalid predict_images {predict_images}: expected 0 or more.")
-    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else read_bundle(bundle_dir)
+    bundle, extras = _check_request(platform, predict_images, bundle_dir, extra_models)
     images, labels, tflm = _check_arrays(test_images, labels, host_tflm_outputs)
-    extras = [Path(p) for p in extra_models if Path(p).resolve() != bundle.model.resolve()]
-    for path in extras:
-        if not path.is_file():
-            raise ModelError(f"{path}: no such model file.")
     plans = _plan(platform, bundle, extras)
 
     # This host first: every model opens here (a bad file stops the proof before it prepares
     # anything), and gives the inputs and the reference outputs.
-    log.info("Running %d models on this host's kernels, for reference", len(set(extras)) + 1)
-    inputs: dict[Path, np.ndarray] = {}
-    host: dict[tuple[Path, str], np.ndarray] = {}
-    for plan in plans:
-        if (plan.model, plan.host_runtime) in host:
-            continue
-        runner = open_runner(plan.model, plan.host_runtime)
-        if plan.model not in inputs:
-            inputs[plan.model] = model_inputs(runner, images)
-        host[plan.model, plan.host_runtime] = runner.predict_raw(inputs[plan.model])
+    inputs, host = _host_reference(plans, images, len(set(extras)) + 1)
 
     env = prepare(platform, cpu=cpu, debian_mirror=debian_mirror, base_python=base_python)
     if env.built:
         log.info("Prepared %s (%s) in %.0f s", env.description, ", ".join(env.built), env.seconds)
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mnist-edge-proof-") as tmp:
-        folder = Path(tmp)
-        for i, model in enumerate(inputs):
-            np.save(folder / f"images{i}.npy", inputs[model])
-        np.save(folder / "golden.npy", bundle.golden_inputs)
-        image_files = {model: folder / f"images{i}.npy" for i, model in enumerate(inputs)}
-        if platform == AARCH64:
-            outputs, meta, predict_check = _run_aarch64(
-                env,
-                plans,
-                bundle,
-                (images, labels, tflm),
-                image_files,
-                folder,
-                predict_images,
-                workers,
-            )
-        else:
-            outputs, meta = _run_tflite_runtime(env, plans, bundle, inputs, len(images))
-            predict_check = None
+    outputs, meta, predict_check = _run_target(
+        platform, env, plans, bundle, (images, labels, tflm), inputs, predict_images, workers
+    )
     run_seconds = round(time.perf_counter() - started, 1)
 
-    machine = host_platform.machine()
-    runs = []
-    for plan, (golden_out, test_out, loaded, error, kernels, seconds) in zip(
-        plans, outputs, strict=True
-    ):
-        run = ModelRun(
-            model=plan.model.name,
-            runtime=plan.runtime,
-            kernels=kernels,
-            loaded=loaded,
-            error=error,
-            images=len(images) if loaded else 0,
-            seconds=seconds,
-        )
-        if loaded:
-            golden = {}
-            if plan.golden:
-                agree = bit_agreement("golden", plan.runtime, bundle.golden_outputs, golden_out)
-                golden = {
-                    "golden_identical": agree.bit_identical,
-                    "golden_count": agree.images,
-                    "golden_max_abs_diff": agree.max_abs_diff,
-                }
-            run = replace(
-                run,
-                **golden,
-                accuracy=accuracy(test_out, labels),
-                vs_host_tflm=_comparison(f"host tflm ({machine})", tflm, test_out)
-                if plan.golden
-                else None,
-                vs_host=_comparison(
-                    f"host {plan.host_runtime} ({machine})",
-                    host[plan.model, plan.host_runtime],
-                    test_out,
-                ),
-            )
-        runs.append(run)
-
-    between = []
-    by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
-    for run, (_, test_out, loaded, *_) in zip(runs, outputs, strict=True):
-        if loaded:
-            by_model.setdefault(run.model, []).append((run.runtime, test_out))
-    for model, pairs in by_model.items():
-        for i, (a, out_a) in enumerate(pairs):
-            for b, out_b in pairs[i + 1 :]:
-                between.append(_comparison(f"{model}: {b} against {a} ({platform})", out_a, out_b))
-
-    failures = [
-        f"{r.model} did not load on {r.runtime}: {r.error}"
-        for r, plan in zip(runs, plans, strict=True)
-        if plan.golden and not r.loaded
-    ]
-    if predict_check is not None and not predict_check.matches_host:
-        failures.append(
-            f"mnist-edge predict exited {predict_check.exit_code} "
-            f"({predict_check.error or 'no error'}) with classes {predict_check.classes}; "
-            f"this host's: {predict_check.host_classes}"
-        )
+    runs = _model_runs(plans, outputs, bundle, labels, tflm, host)
+    between = _between_runtimes(runs, outputs, platform)
+    failures = _failures(runs, plans, predict_check)
     proof = Proof(
         target=platform,
         platform=env.description,

@@ -82,6 +82,8 @@ class Agreement:
     bit_identical: int
     same_class: int
     max_abs_diff: float  # in the output's own units (int8 steps for an int8 model)
+    # Positions (in the images compared) of those not bit-identical; the first 100
+    mismatches: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

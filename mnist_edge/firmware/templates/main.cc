@@ -13,16 +13,11 @@
 
 #include "board.h"
 #include "images.h"
-#include "model_data.h"
+#include "model_data.h"  // g_model and the tensor arena, sized to what this CPU used
 #include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/schema/schema_generated.h"
-
-// arena_used_bytes() of this model on this CPU with these kernels, measured by mnist-edge.
-#ifndef TENSOR_ARENA_SIZE
-#define TENSOR_ARENA_SIZE ${arena_size}
-#endif
 
 // How many of the images to run (mnist-edge runs one to measure the arena).
 #ifndef IMAGES_TO_RUN
@@ -30,9 +25,6 @@
 #endif
 
 namespace {
-
-constexpr size_t kTensorArenaSize = TENSOR_ARENA_SIZE;
-alignas(16) uint8_t tensor_arena[kTensorArenaSize];
 
 // One Add per operator kind of the model.
 using OpResolver = tflite::MicroMutableOpResolver<${op_count}>;

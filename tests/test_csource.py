@@ -1,4 +1,4 @@
-"""bundle.csource and bundle.golden: the C arrays a firmware build compiles (no model needed)."""
+"""device.csource and bundle.golden: the C arrays a firmware build compiles (no model needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mnist_edge.bundle.csource import c_values, golden_data_files, model_data_files
+from mnist_edge.device.csource import c_values, golden_data_files, model_data_files
 from mnist_edge.bundle.golden import golden_vectors
 
 C_NAME = "tiny_model"

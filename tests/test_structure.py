@@ -1,5 +1,6 @@
-"""The package's import graph has no cycle: lazy imports inside functions count (they hide a
-cycle, they do not remove it); imports under `if TYPE_CHECKING:` do not (annotations only)."""
+"""The package's shape. Its import graph has no cycle: lazy imports inside functions count (they
+hide a cycle, they do not remove it); imports under `if TYPE_CHECKING:` do not (annotations only).
+The device stages have no function over 80 lines and no module over 600."""
 
 from __future__ import annotations
 
@@ -95,3 +96,25 @@ def test_the_package_has_no_import_cycle():
     graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
     assert len(graph) > 40  # the whole package was read
     assert cycles(graph) == [], "import cycles (lazy imports included)"
+
+
+# The device stages stay readable: a function a screen long, a module a sitting long.
+DEVICE_STAGES = ("bundle", "firmware", "proofs", "device", "codegen")
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 600
+
+
+def test_device_stages_have_short_functions_and_modules():
+    too_long = []
+    for stage in DEVICE_STAGES:
+        for path in sorted((PACKAGE / stage).rglob("*.py")):
+            text = path.read_text()
+            where = path.relative_to(PACKAGE.parent)
+            if len(text.splitlines()) > MAX_MODULE_LINES:
+                too_long.append(f"{where}: {len(text.splitlines())} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        too_long.append(f"{where}:{node.lineno} {node.name}: {lines} lines")
+    assert too_long == []

@@ -1,4 +1,5 @@
-"""C sources for TensorFlow Lite Micro: the model and the golden vectors as C arrays.
+"""C sources for devices: the model and the golden vectors as C arrays, for the bundle and the
+firmware projects alike (one emitter, one set of templates).
 
 The files are templates (`templates/*.h`, `*.cc`) filled with string.Template; only the arrays'
 bodies are written here.
@@ -21,9 +22,9 @@ ARENA_NOTE = (
 )
 
 
-def template(name: str) -> Template:
-    """One of the bundle's template files."""
-    return Template((resources.files(__package__) / "templates" / name).read_text())
+def template(name: str, package: str = __package__) -> Template:
+    """A template file of a package (by default the device layer's own)."""
+    return Template((resources.files(package) / "templates" / name).read_text())
 
 
 def c_bytes(data: bytes, indent: str = "    ", per_line: int = 12) -> str:
@@ -33,6 +34,11 @@ def c_bytes(data: bytes, indent: str = "    ", per_line: int = 12) -> str:
         chunk = data[start : start + per_line]
         lines.append(indent + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
     return "\n".join(lines)
+
+
+def c_rows(rows: np.ndarray, per_line: int) -> str:
+    """A 2-D array as the body of a C initializer of arrays, one `{...}` per row."""
+    return "\n".join(f"    {{\n{c_values(row, ' ' * 8, per_line)}\n    }}," for row in rows)
 
 
 def c_values(values: np.ndarray, indent: str = "    ", per_line: int = 14) -> str:
@@ -52,10 +58,16 @@ def _guard(c_name: str, what: str) -> str:
 
 
 def model_data_files(
-    data: bytes, source: str, c_name: str, arena_bytes: int, arena_note: str = ARENA_NOTE
+    data: bytes,
+    source: str,
+    c_name: str,
+    arena_bytes: int,
+    arena_note: str = ARENA_NOTE,
+    command: str = "mnist-edge bundle",
 ) -> tuple[str, str]:
     """model_data.h and model_data.cc: the flatbuffer as a C array, and the arena declaration."""
     fields = {
+        "command": command,
         "source": source,
         "version": __version__,
         "guard": _guard(c_name, "MODEL_DATA"),
@@ -77,6 +89,7 @@ def golden_data_files(
     rows_in = ",\n".join(f"    {{\n{c_values(x, ' ' * 8)}\n    }}" for x in inputs)
     rows_out = ",\n".join(f"    {{{c_values(y, '').strip().rstrip(',')}}}" for y in outputs)
     fields = {
+        "command": "mnist-edge bundle",
         "source": source,
         "version": __version__,
         "guard": _guard(c_name, "GOLDEN_DATA"),

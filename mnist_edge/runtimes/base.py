@@ -88,8 +88,8 @@ class Runner:
             return np.asarray(raw, dtype=np.float32)
         # An int8 output has 256 values: dequantizing is one lookup. The table is in byte order,
         # so an int8 value v < 0 is entry v + 256: `mode="wrap"` indexes with the int8 values as
-        # they are (0.8 µs for 10 scores, against 2.0 µs through a uint8 view, and a third of
-        # the time of `table[indices]` or `np.take`).
+        # they are, with no uint8 view or index array made per call (the fastest of the ways
+        # tried: benchmarks/README.md, per_call.py).
         return table.take(raw, mode="wrap")
 
     def feed_pixels(self, pixels: np.ndarray) -> None:
@@ -98,8 +98,8 @@ class Runner:
         `pixel / 255`, quantized with the model's scale and zero point, takes one of 256 values:
         a table built once per runner, the same bytes `feed(to_float(pixels))` gives.
         """
-        # Measured at batch 1: 1.6 µs, where the float path (divide, scale, round, clip) took
-        # about 20 µs; an `out=` buffer made it slower, not faster.
+        # A lookup instead of the float path (divide, scale, round, clip) per call: the figures
+        # are in benchmarks/README.md (per_call.py).
         x = self._input_table.take(pixels)
         self.feed_raw(x if x.ndim == 4 else x.reshape(len(x), *IMAGE_SHAPE))
 

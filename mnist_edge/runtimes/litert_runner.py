@@ -19,11 +19,11 @@ def _unowned_view(interpreter, index: int) -> np.ndarray:
     """A numpy array over a tensor's buffer that does not count as a reference to LiteRT.
 
     LiteRT's own `tensor()` views keep the interpreter referenced, and `invoke` refuses to run
-    while one is alive, so a view must be made and dropped on every call (0.8 µs of a 1.7 µs
-    feed). This one is made once: it stays valid until the interpreter allocates again, which
-    the caller must track (see LiteRTRunner._pin).
+    while one is alive, so a view must be made and dropped on every call (half of a feed's
+    time: benchmarks/README.md). This one is made once: it stays valid until the interpreter
+    allocates again, which the caller must track (see LiteRTRunner._pin).
     """
-    import ctypes  # only here: `predict` of one image pays every import (2.5 ms)
+    import ctypes  # only here: `predict` of one image pays every import at start-up
 
     view = interpreter.tensor(index)()
     memory = (ctypes.c_char * view.nbytes).from_address(view.ctypes.data)
@@ -132,9 +132,8 @@ class LiteRTRunner(Runner):
     def feed_pixels(self, pixels: np.ndarray) -> None:
         # The per-call path. An int8 model's uint8 pixels are one byte-to-byte lookup:
         # `bytes.translate` with the 256-entry table, written straight into the interpreter's
-        # pinned input buffer. One image (`benchmarks/per_call.py`): 1.3 µs, where `take` +
-        # `set_tensor` (two copies) took 3.1 µs in the same speed spell, and the float path
-        # (divide, scale, round, clip) about 20 µs.
+        # pinned input buffer: one copy instead of `take` + `set_tensor`'s two (the figures:
+        # benchmarks/README.md, per_call.py).
         pinned = self._pinned_input
         if pinned is not None and pixels.dtype is _UINT8 and pixels.size == self._input_size:
             pinned[:] = pixels.tobytes().translate(self._input_bytes_table)

@@ -202,8 +202,8 @@ def train(
     precision: Annotated[
         Precision,
         typer.Option(
-            help="auto: bfloat16 mixed precision where the CPU has AMX, float32 elsewhere. "
-            "The saved model is float32 either way."
+            help="auto: bfloat16 mixed precision where the CPU multiplies bfloat16 in hardware "
+            "(amx_bf16 or avx512_bf16), float32 elsewhere. The saved model is float32 either way."
         ),
     ] = options.PRECISIONS[0],
     artifacts: ArtifactsOption = DEFAULT_ARTIFACTS,

@@ -28,18 +28,23 @@ ONE_CYCLE_WARMUP = 0.3  # share of the steps spent warming up to the peak learni
 VALIDATION_SPLIT = 0.1  # the seed's held-out share (Keras takes the last 10% of the data)
 
 
+# The CPU flags on which oneDNN (TensorFlow's CPU kernels) runs bfloat16 natively: AMX tiles, or
+# AVX-512 BF16 (its dot-product instructions). Elsewhere it would emulate bfloat16, slower than
+# float32. Measured with benchmarks/training.py: bf16 beat float32 at >= 0.991 on both (README).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
 def choose_precision(precision: str) -> tuple[str, str]:
-    """The compute precision for training and why: bf16 on request, or where the CPU has AMX
-    (its bfloat16 matrix units); float32 otherwise. Detected from the CPU's flags."""
+    """The compute precision for training and why: bf16 on request, or where the CPU multiplies
+    bfloat16 in hardware (amx_bf16 or avx512_bf16); float32 otherwise. From the CPU's flags."""
     from mnist_edge.machine import detect_machine
 
     machine = detect_machine()
-    amx = "amx_bf16" in machine.features
+    found = [flag for flag in BF16_FLAGS if flag in machine.features]
+    has = f"has {' and '.join(found)}" if found else f"has neither {' nor '.join(BF16_FLAGS)}"
     if precision == "auto":
-        if amx:
-            return "bf16", f"auto: {machine.cpu} has amx_bf16"
-        return "float32", f"auto: {machine.cpu} has no amx_bf16"
-    return precision, f"asked for (amx_bf16 {'present' if amx else 'absent'})"
+        return ("bf16" if found else "float32"), f"auto: {machine.cpu} {has}"
+    return precision, f"asked for ({machine.cpu} {has})"
 
 
 def learning_rate_schedule(keras, schedule: str, rate: float, steps: int):
@@ -140,7 +145,8 @@ def train(
 
     `recipe` names options.RECIPES' epochs, batch size, learning rate and schedule; any of them
     given here overrides it. `precision`: float32, bf16 (Keras' mixed_bfloat16, the last layer
-    in float32) or auto (bf16 where the CPU has AMX). The saved model is float32 either way.
+    in float32) or auto (bf16 where the CPU has amx_bf16 or avx512_bf16). The saved model is
+    float32 either way.
     `on_epoch` gets each epoch's figures; `on_step(epoch, step, steps)` each batch's end.
     """
     if recipe not in RECIPES:

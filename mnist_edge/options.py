@@ -16,6 +16,8 @@ RUNTIMES = {
     "litert": (".tflite", "LiteRT, XNNPACK delegate (its default on CPUs)"),
     "litert-ref": (".tflite", "LiteRT, builtin reference kernels, no delegate"),
     "tflm": (".tflite", "TensorFlow Lite Micro, reference kernels"),
+    # The int8 model compiled to C (mnist_edge.codegen), built with the host's C compiler.
+    "codegen": (".tflite", "the C engine: generated C99 + CMSIS-NN (plain C), host compiler"),
     "onnxruntime": (".onnx", "onnxruntime, CPU execution provider"),
     "keras": (".keras", "Keras 3 on TensorFlow, direct call"),
     "keras-predict": (".keras", "Keras 3 on TensorFlow, model.predict"),
@@ -35,8 +37,8 @@ DEFAULT_SEED = 0
 # constant: the seed's; cosine: decays to zero over the run; one-cycle: a linear warm-up over
 # the first 30% of the steps to the learning rate, then cosine decay to zero.
 SCHEDULES = ("constant", "cosine", "one-cycle")
-# auto: bfloat16 mixed precision where the CPU multiplies bfloat16 in hardware (Intel AMX),
-# float32 elsewhere. The saved model and every export are float32 whatever trained it.
+# auto: bfloat16 mixed precision where the CPU multiplies bfloat16 in hardware (amx_bf16 or
+# avx512_bf16), float32 elsewhere. The saved model and every export are float32 whatever trained it.
 PRECISIONS = ("auto", "float32", "bf16")
 
 # export
@@ -67,8 +69,10 @@ DEFAULT_C_NAME = "g_model"
 
 # firmware: the CPUs (one row each in firmware/boards.py, which a test keeps equal to this) and
 # the kernels TFLM is built with.
-FIRMWARE_CPUS = ("cortex-m4", "cortex-m7", "cortex-m55")
+FIRMWARE_CPUS = ("cortex-m0", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
 FIRMWARE_KERNELS = ("reference", "cmsis-nn")
+# tflm: the interpreter; codegen: the model compiled to C with a static memory plan (CMSIS-NN).
+FIRMWARE_ENGINES = ("tflm", "codegen")
 DEFAULT_FIRMWARE_IMAGES = 20
 FIRMWARE_SOURCES_ENV = "MNIST_EDGE_FIRMWARE_SOURCES"
 

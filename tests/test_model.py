@@ -152,12 +152,48 @@ def test_bf16_training_saves_a_float32_model_and_float32_exports(tmp_path, mnist
 
 
 def test_auto_precision_follows_the_cpu():
+    """bf16 exactly where this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16)."""
     from mnist_edge.machine import detect_machine
     from mnist_edge.model import choose_precision
 
-    amx = "amx_bf16" in detect_machine().features
-    assert choose_precision("auto")[0] == ("bf16" if amx else "float32")
+    bf16_hardware = {"amx_bf16", "avx512_bf16"} & set(detect_machine().features)
+    precision, reason = choose_precision("auto")
+    assert precision == ("bf16" if bf16_hardware else "float32")
+    assert reason.startswith("auto: ") and all(flag in reason for flag in bf16_hardware)
     assert choose_precision("float32")[0] == "float32"
+    assert choose_precision("bf16")[0] == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"),
+    [
+        ([], "float32"),
+        (["avx2", "avx512f", "avx512_vnni"], "float32"),
+        (["avx2", "avx512f", "avx512_bf16"], "bf16"),  # AMD Zen 4/5, Intel Cooper Lake
+        (["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"], "bf16"),  # Sapphire Rapids
+        (["amx_bf16"], "bf16"),
+    ],
+)
+def test_auto_precision_on_either_branch(monkeypatch, features, expected):
+    """Both branches on any machine: the detected CPU replaced by one with the given flags."""
+    import mnist_edge.machine
+    from mnist_edge.model import choose_precision
+    from mnist_edge.records import Machine
+
+    fake = Machine(cpu="Test CPU", arch="x86_64", cores=2, features=features, os="Linux")
+    monkeypatch.setattr(mnist_edge.machine, "detect_machine", lambda: fake)
+    precision, reason = choose_precision("auto")
+    assert precision == expected
+    assert reason.startswith("auto: Test CPU ")
+    if expected == "bf16":
+        assert [f for f in ("amx_bf16", "avx512_bf16") if f in features] == [
+            f for f in ("amx_bf16", "avx512_bf16") if f in reason
+        ]
+    else:
+        assert "neither amx_bf16 nor avx512_bf16" in reason
+    # Asked for, a precision is kept whatever the CPU has; the reason still states the flags.
+    for asked in ("float32", "bf16"):
+        assert choose_precision(asked) == (asked, f"asked for ({reason.removeprefix('auto: ')})")
 
 
 @pytest.mark.parametrize("recipe", ["seed", "fast", "nope"])

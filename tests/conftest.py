@@ -47,6 +47,53 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+# External programs a test needs: `@pytest.mark.needs_tools("arm-none-eabi-gcc", ...)`, each
+# argument a program or a tuple of alternatives. Where one is missing the test is skipped with
+# one reason naming it, except where $CI is set: there it fails, since a CI that silently skips
+# the firmware or QEMU tests would pass without running them (.ci/run installs the packages).
+TOOL_PACKAGES = {
+    "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev",
+    "qemu-system-arm": "qemu-system-arm",
+    "qemu-aarch64-static": "qemu-user-static",
+    "qemu-aarch64": "qemu-user-static",
+    "apt-get": "apt",
+    "dpkg-deb": "dpkg",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs_tools(*programs): skipped where a program is not on PATH; fails if $CI is set",
+    )
+
+
+def missing_tools(*programs: str | tuple[str, ...]) -> list[str]:
+    """The programs (or groups of alternatives, as "a or b") not found on PATH."""
+    missing = []
+    for program in programs:
+        alternatives = (program,) if isinstance(program, str) else program
+        if not any(shutil.which(name) for name in alternatives):
+            missing.append(" or ".join(alternatives))
+    return missing
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before any fixture: a missing tool must not first cost a model export or a TFLM build.
+    for marker in item.iter_markers("needs_tools"):
+        missing = missing_tools(*marker.args)
+        if not missing:
+            continue
+        packages = sorted(
+            {TOOL_PACKAGES.get(name, name) for group in missing for name in group.split(" or ")}
+        )
+        reason = f"{', '.join(missing)} not installed (apt-get install {' '.join(packages)})"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"CI is set, and this test needs {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
 # A quick but real run: the first 10,000 training images, 2 epochs (about 5 s on 2 cores).
 QUICK_LIMIT = 10_000
 QUICK_EPOCHS = 2

@@ -9,14 +9,15 @@ from typer.testing import CliRunner
 
 from mnist_edge.cli import app
 from tests.conftest import snapshot
+from tests.helpers import assert_exit
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
 
 
 def _one_line_exit_2(result, *needles):
-    assert result.exit_code == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert_exit(result, 2)
+    assert result.stderr.count("\n") == 1
     for needle in needles:
         assert needle in result.stderr
 

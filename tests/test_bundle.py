@@ -35,7 +35,8 @@ from mnist_edge.proofs.legacy_runner import (
 from mnist_edge.runtimes import LiteRTRunner
 from mnist_edge.tensors import quantize
 from tests.conftest import snapshot
-from tests.test_bundle_csource import WRITEBACK
+from tests.helpers import assert_exit, assert_ran, run_command
+from tests.test_csource import WRITEBACK
 
 pytest.importorskip("tflite_micro")
 
@@ -339,16 +340,18 @@ def test_budgets_exit_1_naming_what_does_not_fit(exported_copy, tmp_path):
         ["-q", "bundle", "-a", str(exported_copy), "--out", str(out)]
         + ["--max-arena", "30000", "--max-flash", "100000"],
     )
-    assert result.exit_code == 1, result.output
+    assert_exit(result, 1)
     line = result.stderr.strip()
-    assert len(line.splitlines()) == 1 and "Traceback" not in line
-    assert f"flash: model_int8_mcu.tflite is {flash:,} bytes (the model's bytes" in line
+    assert len(line.splitlines()) == 1
+    assert f"flash: model_int8_mcu.tflite needs {flash:,} bytes (the model's bytes" in line
     assert f"{flash - 100_000:,} over --max-flash 100,000" in line
-    assert "arena: TFLM needs" in line and "over --max-arena 30,000" in line
+    assert "arena: model_int8_mcu.tflite needs" in line and "over --max-arena 30,000" in line
     assert not out.exists()  # nothing is written for a model that does not fit
 
     arena = measure_arena(model.read_bytes()).bytes
-    with pytest.raises(CheckFailed, match=rf"^Does not fit: arena: TFLM needs {arena:,} bytes"):
+    with pytest.raises(
+        CheckFailed, match=rf"^Does not fit: arena: model_int8_mcu.tflite needs {arena:,} bytes"
+    ):
         bundle(exported_copy, None, out=out, max_arena=arena - 1)  # one byte short is enough
     assert not out.exists()
 
@@ -395,8 +398,8 @@ def test_models_tflm_cannot_run_are_refused_with_the_reason(
         app, ["bundle", "-a", str(exported_copy), "-m", str(paths[which]), "-o", str(tmp_path)]
     )
     if which != "missing":  # typer's own exists=True check words that one
-        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
-        assert "Traceback" not in result.stderr
+        assert_exit(result, 2)
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -428,7 +431,8 @@ def test_bench_target_mcu_reports_tflm_with_arena_and_flash(bundled, mnist):
     result = runner.invoke(
         app, ["bench", "-a", str(artifacts), "--target", "mcu", "--runtime", "litert"]
     )
-    assert result.exit_code == 2 and "--target or --runtime, not both" in result.stderr
+    assert_exit(result, 2)
+    assert "--target or --runtime, not both" in result.stderr
 
 
 @pytest.mark.slow
@@ -445,10 +449,26 @@ def test_verify_rows_are_reused_only_for_the_bytes_they_verified(exported_copy, 
     from mnist_edge.verify import verify
 
     model = exported_copy / "model_int8_mcu.tflite"
-    verify(exported_copy, mnist, models=[model], runtimes=["tflm", "litert-ref"])
-    result = bundle(exported_copy, mnist, out=tmp_path / "reused")
-    sources = {a.runtime: a.source for a in result.accuracy}
+    report = verify(exported_copy, mnist, models=[model], runtimes=["tflm", "litert-ref"])
+    # `mnist-edge bundle` as a user runs it: the installed script, its table on stdout.
+    out = tmp_path / "reused"
+    done = run_command("bundle", "-a", exported_copy, "--out", out)
+    assert_ran(done)
+    manifest = json.loads((out / MANIFEST).read_text())
+    sources = {a["runtime"]: a["source"] for a in manifest["accuracy"]}
     assert sources == {"tflm": "verify.json", "litert-ref": "verify.json"}
+    table, key = {}, ""  # the table's rows: item -> value (a long value wraps onto more lines)
+    for line in done.stdout.splitlines():
+        if line.startswith("│"):
+            item, value = (cell.strip() for cell in line.split("│")[1:3])
+            key = item or key
+            table[key] = f"{table.get(key, '')} {value}".strip()
+    assert f"Bundle{out}:model_int8_mcu.tflite" in "".join(done.stdout.split())  # the title
+    for row in report.results:
+        assert table[f"accuracy {row.runtime}"] == f"{row.accuracy:.4f} on 10,000 (verify.json)"
+    assert "accuracy litert" not in table  # not verified: not run again either
+    assert table["TFLM arena"].startswith(f"{manifest['arena_bytes']:,} B measured")
+    assert table["flash"].startswith(f"{model.stat().st_size:,} B")
 
     # The same name, other bytes (re-exported with other calibration): verify's rows don't count.
     from mnist_edge.bundle import _verify_rows

@@ -8,8 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from mnist_edge.device.csource import c_values, golden_data_files, model_data_files
 from mnist_edge.bundle.golden import golden_vectors
+from mnist_edge.device.csource import c_values, golden_data_files, model_data_files
 
 C_NAME = "tiny_model"
 WRITEBACK = r"""

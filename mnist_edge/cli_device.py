@@ -15,6 +15,7 @@ from mnist_edge.cli_options import (
     ArtifactsOption,
     Cpu,
     DataOption,
+    Engine,
     JsonOption,
     Kernels,
     ProofCpu,
@@ -74,10 +75,28 @@ def bundle(
     prove_images: Annotated[
         int, typer.Option(min=1, max=10_000, help="Test images each proof runs.")
     ] = options.DEFAULT_PROOF_IMAGES,
+    engine: Annotated[
+        list[Engine] | None,
+        typer.Option(
+            help="What to ship (repeatable): tflm (model_data.h/.cc for the interpreter), "
+            "codegen (c_engine/: the model compiled to C with CMake and a golden test, checked "
+            "against TFLM here) or all (the default; codegen left out, with the reason, where "
+            "no C compiler or CMSIS-NN sources are at hand)."
+        ),
+    ] = None,
+    sources: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder with the pinned source archives (CMSIS-NN for the C engine). "
+            f"Default: ${options.FIRMWARE_SOURCES_ENV}, else downloaded into the cache.",
+            file_okay=False,
+        ),
+    ] = None,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the device bundle: model, C arrays, TFLM golden vectors, manifest with the arena.
+    """Write the device bundle: model, C arrays, TFLM golden vectors, manifest with the arena,
+    and the model compiled to C (c_engine/: cmake -S . -B build && cmake --build build && ctest).
 
     Examples: `mnist-edge bundle --max-arena 65536 --max-flash 131072 --out fw/model`,
     `mnist-edge bundle --overwrite --prove linux-aarch64 --prove tflite-runtime-2.14`
@@ -98,6 +117,8 @@ def bundle(
         prove=[p.value for p in prove or []],
         prove_cpu=ProofCpu(prove_cpu).value,
         prove_images=prove_images,
+        engines=every(engine or [Engine("all")], options.FIRMWARE_ENGINES),
+        sources=sources,
     )
     emit(result, bundle_table, as_json)
 
@@ -117,11 +138,23 @@ def firmware(
     ] = None,
     cpu: Annotated[
         list[Cpu] | None,
-        typer.Option(help="CPU (repeatable): cortex-m4, cortex-m7, cortex-m55 or all."),
+        typer.Option(
+            help="CPU (repeatable): cortex-m0 (micro:bit, 16 KB RAM), cortex-m3 (STM32F100, "
+            "8 KB RAM), cortex-m4, cortex-m7, cortex-m33, cortex-m55, or all."
+        ),
+    ] = None,
+    engine: Annotated[
+        list[Engine] | None,
+        typer.Option(
+            help="Engine (repeatable): tflm (the interpreter), codegen (the model compiled to C "
+            "with a static memory plan, CMSIS-NN kernels) or all."
+        ),
     ] = None,
     kernels: Annotated[
         list[Kernels] | None,
-        typer.Option(help="TFLM's kernels (repeatable): reference, cmsis-nn or all."),
+        typer.Option(
+            help="TFLM's kernels (repeatable): reference, cmsis-nn or all (codegen: CMSIS-NN)."
+        ),
     ] = None,
     images: Annotated[
         int,
@@ -170,14 +203,16 @@ def firmware(
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the model with TFLM for Cortex-M, run it in QEMU, check it bit for bit, measure it.
+    """Build the model for Cortex-M (TFLM, or compiled to C), run it in QEMU, check it bit for
+    bit against host TFLM, measure it.
 
-    For each CPU × kernels: a firmware project (startup, linker script, main.cc, the model and
-    the images as C arrays, a Makefile), built with arm-none-eabi-gcc, run on QEMU's board for
-    that CPU; its outputs compared with host TFLM's; flash, RAM, arena, stack and instructions
-    per inference from the ELF and the run. Exit 1 if an output differs or a budget is exceeded.
-    Examples: `mnist-edge firmware`, `mnist-edge firmware --cpu all --kernels all --images 100`,
-    `mnist-edge firmware --cpu cortex-m55 --max-flash 262144 --max-ram 65536`
+    For each CPU × engine × kernels: a firmware project (startup, linker script, the harness,
+    the model, a Makefile), built with arm-none-eabi-gcc, run on QEMU's board for that CPU; its
+    outputs compared with host TFLM's; flash, RAM, arena, stack and instructions per inference
+    from the ELF and the run. Exit 1 if an output differs or a budget is exceeded. Examples:
+    `mnist-edge firmware`, `mnist-edge firmware --engine all --images 100`,
+    `mnist-edge firmware --engine codegen --cpu cortex-m0 --images 10000`,
+    `mnist-edge firmware --cpu all --kernels all --max-flash 262144 --max-ram 65536`
     """
     from mnist_edge.data import load_test_split
     from mnist_edge.firmware import firmware as build_firmware
@@ -190,6 +225,7 @@ def firmware(
         mnist.y_test[:images],
         cpus=every(cpu or [Cpu("cortex-m4")], options.FIRMWARE_CPUS),
         kernels=every(kernels or [Kernels("cmsis-nn")], options.FIRMWARE_KERNELS),
+        engines=every(engine or [Engine("tflm")], options.FIRMWARE_ENGINES),
         out=out or artifacts / FIRMWARE_DIR,
         sources=sources,
         max_flash=max_flash,

@@ -32,6 +32,7 @@ Cpu = _choices("Cpu", [*options.FIRMWARE_CPUS, "all"])
 ProofPlatform = _choices("ProofPlatform", options.PROOF_PLATFORMS)
 ProofCpu = _choices("ProofCpu", options.PROOF_CPUS)
 Kernels = _choices("Kernels", [*options.FIRMWARE_KERNELS, "all"])
+Engine = _choices("Engine", [*options.FIRMWARE_ENGINES, "all"])
 
 
 def int_list(value: str, option: str) -> list[int]:

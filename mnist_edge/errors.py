@@ -14,7 +14,8 @@ class ModelError(MnistEdgeError):
 
 
 class MissingDependencyError(MnistEdgeError):
-    """An optional package (an install extra) is needed and absent."""
+    """Something optional is needed and absent: a package (an install extra), a tool (a C
+    compiler, the Arm toolchain) or pinned sources that cannot be had here."""
 
 
 class CheckFailed(MnistEdgeError):

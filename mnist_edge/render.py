@@ -156,7 +156,13 @@ def verify_table(report: VerifyReport) -> Group:
         matrix.add_column(f"[{i}]", justify="right")
     for i, (name, values) in enumerate(zip(cross.models, cross.matrix, strict=True)):
         matrix.add_row(f"[{i}] {name}", *(f"{v:.4f}" for v in values))
-    return Group(table, matrix)
+    identity = [
+        f"{r.artifact} on codegen: {r.tflm_identity.bit_identical:,}/{r.tflm_identity.images:,} "
+        f"int8 outputs bit-identical to host TFLM's (max |Δ| {r.tflm_identity.max_abs_diff:g})"
+        for r in report.results
+        if r.tflm_identity is not None
+    ]
+    return Group(table, *identity, matrix)
 
 
 # The bench tables' `+call µs` column (BenchRow.overhead_us), explained under them.
@@ -261,7 +267,7 @@ def predict_table(result: PredictResult) -> Table:
     return table
 
 
-def bundle_table(result: BundleResult) -> Table:
+def bundle_table(result: BundleResult) -> Table | Group:
     """What a firmware engineer needs from the bundle: footprint, resolver, accuracy, proofs."""
     a = result.arena
     table = Table(title=f"Bundle {result.out}: {result.model} ({result.kind})")
@@ -315,7 +321,40 @@ def bundle_table(result: BundleResult) -> Table:
     for proof in result.proven:
         for line in proof.findings():
             table.add_row(f"proof {proof.target}", line)
-    table.add_row("files", ", ".join(f.name for f in result.files) + ", manifest.json")
+    c = result.c_engine
+    if c is not None:
+        check = c.host_check
+        table.add_row(
+            "C engine",
+            f"{c.folder}/: {c.arena_bytes:,} B arena ({c.plan_level} plan; one call per layer "
+            f"needs {c.lower_bound_bytes:,} B), no interpreter; {check.bit_identical:,}/"
+            f"{check.images:,} outputs bit-identical to TFLM's on this host; {c.build}",
+        )
+    for why in result.not_bundled:
+        table.add_row("not bundled", why)
+    files = [f.name for f in result.files if "/" not in f.name]
+    folders = sorted({f.name.split("/")[0] + "/" for f in result.files if "/" in f.name})
+    table.add_row("files", ", ".join([*files, *folders, "manifest.json"]))
+    if c is None:
+        return table
+    return Group(table, plan_table(c.plan, c.arena_bytes, c.plan_level))
+
+
+def plan_table(plan, arena_bytes: int, level: str) -> Table:
+    """The C engine's static memory plan: every buffer's offset, size and life (steps)."""
+    table = Table(
+        title=f"The C engine's memory plan ({level}): one static arena of {arena_bytes:,} B"
+    )
+    for column in ("buffer", "offset", "bytes", "steps", "holds"):
+        table.add_column(column, justify="right" if column in ("offset", "bytes") else "left")
+    for row in plan:
+        table.add_row(
+            row.buffer,
+            "caller" if row.offset is None else f"{row.offset:,}",
+            f"{row.bytes:,}",
+            f"{row.first_step}..{row.last_step}",
+            row.holds,
+        )
     return table
 
 
@@ -367,7 +406,7 @@ class StepProgress:
 
 
 def firmware_table(report) -> Group:
-    """Per CPU × kernels: the check against host TFLM, instructions, flash and RAM."""
+    """Per CPU × engine × kernels: the check against host TFLM, instructions, flash and RAM."""
     if report.skipped:
         return Group(f"Firmware for {report.model}: skipped: {report.skipped}")
     table = Table(
@@ -378,6 +417,7 @@ def firmware_table(report) -> Group:
     )
     columns = [
         "cpu",
+        "engine",
         "kernels",
         "golden",
         "accuracy",
@@ -391,7 +431,8 @@ def firmware_table(report) -> Group:
         "build s",
     ]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("cpu", "kernels") else "right")
+        left = column in ("cpu", "engine", "kernels")
+        table.add_column(column, justify="left" if left else "right")
 
     def maybe(value, fmt: str) -> str:
         return "–" if value is None else format(value, fmt)
@@ -401,6 +442,7 @@ def firmware_table(report) -> Group:
         style = "" if r.passed or not r.ran else "[red]"
         table.add_row(
             r.cpu,
+            r.engine,
             r.kernels,
             f"{style}{golden}",
             maybe(r.accuracy, ".4f"),
@@ -413,9 +455,21 @@ def firmware_table(report) -> Group:
             f"{r.stack_bytes:,}",
             f"{r.library_seconds + r.build_seconds:,.0f}",
         )
-    splits = [
-        f"{r.cpu} {r.kernels} flash: "
-        + ", ".join(f"{name} {value:,}" for name, value in asdict(r.flash).items())
-        for r in report.results
-    ]
-    return Group(table, *splits)
+    return Group(table, *firmware_splits(report), *(f"not built: {n}" for n in report.not_built))
+
+
+def firmware_splits(report) -> list[str]:
+    """Each configuration's flash and RAM by role (engine or harness), and TFLM's by component."""
+    lines = []
+    for r in report.results:
+        if r.engine_flash is not None and r.engine_ram is not None:
+            f, m = r.engine_flash, r.engine_ram
+            lines.append(
+                f"{r.label}: flash engine code {f.engine_code:,} + constants "
+                f"{f.engine_constants:,} + harness {f.harness:,}; RAM engine buffers "
+                f"{m.engine_buffers:,} + stack {m.stack:,} + harness statics {m.harness_statics:,}"
+            )
+        if r.flash is not None:
+            parts = ", ".join(f"{name} {value:,}" for name, value in asdict(r.flash).items())
+            lines.append(f"{r.label} flash: {parts}")
+    return lines

@@ -20,6 +20,7 @@ from mnist_edge.artifacts import (
 )
 from mnist_edge.compare import (
     DEFAULT_TOLERANCE_PP,
+    bit_agreement,
     compare,
     confusion_matrix,
     cross_agreement,
@@ -30,7 +31,8 @@ from mnist_edge.data import MnistTest, ensure_test_split, to_float
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import sha256_file, write_json
 from mnist_edge.records import Reference, VerifyReport, VerifyRow
-from mnist_edge.runtimes import open_runners
+from mnist_edge.runtimes import open_runner, open_runners
+from mnist_edge.tensors import dequantize, quantize
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,19 @@ def load_reference(artifacts: Path, mnist: MnistTest, count: int) -> tuple[np.nd
     return keras_probabilities(model, mnist.x_test[:count]), "live"
 
 
+def _identity_with_tflm(path: Path, runtime: str, raws: dict, images: np.ndarray):
+    """The C engine's promise, checked: its int8 outputs against host TFLM's, image by image
+    (TFLM's from this run where it ran, else run now). None for every other runtime."""
+    if runtime != "codegen":
+        return None
+    theirs = raws.get((path, "tflm"))
+    if theirs is None:
+        log.info("Running TFLM on %s for the C engine's bit-identity check", path.name)
+        tflm = open_runner(path, "tflm")
+        theirs = tflm.predict_raw(quantize(images, tflm.input))
+    return bit_agreement("tflm", "codegen", theirs, raws[path, runtime])
+
+
 def verify(
     artifacts: Path,
     data: MnistTest | Path | None,
@@ -104,13 +119,22 @@ def verify(
         confusion=reference_confusion.tolist(),
     )
 
-    rows, failures, digests = [], [], {}
+    rows, failures, digests, raws = [], [], {}, {}
     predictions = {f"{MODEL_FILE} (keras)": reference_probs.argmax(axis=1)}
     for item in loaded:
         path, runtime, runner = item.path, item.runtime, item.runner
         log.info("Verifying %s on %s (%d images)", path.name, runtime, count)
-        probabilities = runner.predict(images)
+        raw = runner.predict_raw(quantize(images, runner.input))
+        probabilities = dequantize(raw, runner.output)
         metrics = compare(reference_probs, probabilities, labels)
+        if runtime in ("tflm", "codegen"):
+            raws[path, runtime] = raw
+        identity = _identity_with_tflm(path, runtime, raws, images)
+        if identity is not None and identity.bit_identical != identity.images:
+            failures.append(
+                f"{path.name} (codegen): {identity.bit_identical:,}/{identity.images:,} outputs "
+                f"bit-identical to TFLM's (first difference: test image {identity.mismatches[0]})"
+            )
         confusion = confusion_matrix(labels, probabilities.argmax(axis=1))
         predictions[f"{path.name} ({runtime})"] = probabilities.argmax(axis=1)
         delta_pp = (metrics["accuracy"] - reference.accuracy) * 100
@@ -133,6 +157,7 @@ def verify(
                 per_class_accuracy=per_class_accuracy(confusion),
                 confusion=confusion.tolist(),
                 disagreements=disagreements(reference_probs, probabilities, labels),
+                tflm_identity=identity,
                 **metrics,
             )
         )

@@ -39,7 +39,10 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([base] if base else []))
             # `from pkg import module` imports the module; `from module import name` the module.
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         else:
             todo.extend(ast.iter_child_nodes(node))
             continue

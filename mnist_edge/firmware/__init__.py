@@ -15,52 +15,36 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import statistics
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mnist_edge import __version__
 from mnist_edge.artifacts import FIRMWARE_JSON, load_record, record_payload
-from mnist_edge.compare import bit_agreement
 from mnist_edge.device import DeviceModel, Need, check_budgets, load_device_model
-from mnist_edge.errors import MissingDependencyError, MnistEdgeError, ModelError
+from mnist_edge.errors import CheckFailed, MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.files import (
-    cache_dir,
     json_bytes,
     prepare_output_dir,
     refuse_overwrite,
     sha256_bytes,
-    sha256_file,
     write_files_atomic,
 )
 from mnist_edge.firmware.boards import BOARDS, KERNELS, Board, board_for
 from mnist_edge.firmware.build import (
-    FLASH_COMPONENTS,
-    Library,
-    Toolchain,
-    build_library,
     find_toolchain,
-    library_key,
-    make,
-    measure,
 )
+from mnist_edge.firmware.cengine import CodegenEngine
+from mnist_edge.firmware.configs import Config
 from mnist_edge.firmware.project import (
-    LIBRARY_KERNELS,
-    STACK_SIZE,
     ProjectInputs,
-    model_data,
-    project_files,
-    unsupported_ops,
 )
-from mnist_edge.firmware.qemu import QemuRun, find_qemu, qemu_command, run_firmware
+from mnist_edge.firmware.qemu import find_qemu
 from mnist_edge.firmware.readme import firmware_readme
 from mnist_edge.firmware.sources import SourceTree, prepare_sources
-from mnist_edge.model_info import count_macs
-from mnist_edge.records import Agreement, FirmwareReport, FirmwareResult, FlashSplit
+from mnist_edge.firmware.tflm import TflmEngine
+from mnist_edge.records import FirmwareReport, FirmwareResult, FlashSplit
 from mnist_edge.tensors import TensorSpec
 
 __all__ = [
@@ -80,7 +64,8 @@ ELF = "firmware.elf"
 MAX_IMAGES = 10_000
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
-ARENA_ALIGNMENT = 16
+# The engines `firmware` can be given, by the name users pass (options.FIRMWARE_ENGINES).
+ENGINES = {engine.name: engine for engine in (TflmEngine(), CodegenEngine())}
 
 
 # ----------------------------------------------------------------------------- checks
@@ -131,21 +116,26 @@ def _check_options(
 
 
 def _check_model(model: Path) -> DeviceModel:
-    """The model, read and parsed once; ModelError for anything the firmware cannot run."""
-    device = load_device_model(model, int8_only=True)
-    missing = unsupported_ops(device.info)
-    if missing:
-        raise ModelError(
-            f"{model}: uses {', '.join(missing)}, which the firmware's TFLM library does not "
-            f"compile (it has {', '.join(LIBRARY_KERNELS)})."
+    """The model, read and parsed once; ModelError for anything no firmware can run (each
+    engine then says what it cannot compile)."""
+    return load_device_model(model, int8_only=True)
+
+
+def _check_engines(engines) -> list[str]:
+    engines = list(dict.fromkeys(engines))
+    unknown = [name for name in engines if name not in ENGINES]
+    if not engines or unknown:
+        raise MnistEdgeError(
+            f"Unknown engine {', '.join(map(repr, unknown)) or 'none'}: expected one or more "
+            f"of {', '.join(ENGINES)}."
         )
-    return device
+    return engines
 
 
 def _check_budgets(results: list[FirmwareResult], max_flash: int | None, max_ram: int | None):
     needs = []
     for r in results:
-        who = f"{r.cpu} {r.kernels}"
+        who = r.label
         needs.append(Need("flash", who, r.flash_bytes, max_flash, "--max-flash", "the whole ELF"))
         ram = f"{r.static_bytes:,} static + {r.stack_bytes:,} stack"
         needs.append(Need("RAM", who, r.ram_bytes, max_ram, "--max-ram", ram))
@@ -166,229 +156,13 @@ def _golden(model: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, Te
     return inputs, runner.predict_raw(inputs), runner.input
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-@dataclass(frozen=True)
-class _Built:
-    elf: Path
-    map_file: Path
-    seconds: float
-
-
-def _link(
-    project: Path,
-    board: Board,
-    library: Library,
-    tree: SourceTree,
-    toolchain: Toolchain,
-    label: str,
-    build: str = "build",
-    elf: str = ELF,
-    defines: str = "",
-) -> _Built:
-    """Compile the application and link it with the cached library, by the project's Makefile."""
-    variables = {
-        "SOURCES": str(tree.root),
-        "LIB_DIR": str(library.folder),
-        "BUILD": build,
-        "ELF": elf,
-        "APP_DEFINES": defines,
-    }
-    log_file = cache_dir() / "firmware" / "logs" / f"{project.name}-{build}.log"
-    try:
-        run = make(
-            project,
-            [elf],
-            variables,
-            toolchain,
-            log_file,
-            f"Building the firmware for {label}",
-            old=(str(library.archive),),
-        )
-    except MnistEdgeError as exc:
-        if "overflowed" not in str(exc):
-            raise
-        raise MnistEdgeError(
-            f"The firmware for {label} does not fit {board.machine}'s {board.code.name} "
-            f"({board.code.length:,} bytes for code, constants, the model and the images): "
-            f"{exc} Run fewer images."
-        ) from None
-    return _Built(project / elf, project / elf.replace(".elf", ".map"), run.seconds)
-
-
-def _run(board: Board, elf: Path, timeout_s: float, label: str) -> QemuRun:
-    run = run_firmware(board, elf, timeout_s)
-    error = run.uart.error
-    if run.uart.summary is None or error is not None:
-        reason = error or (run.stderr.strip().splitlines() or ["no RESULT line"])[-1]
-        raise MnistEdgeError(
-            f"The firmware for {label} stopped with status {run.returncode}: {reason}."
-        )
-    return run
-
-
-@dataclass(frozen=True)
-class _Config:
-    """One CPU × kernels of a firmware run, and what every configuration shares."""
-
-    inputs: ProjectInputs
-    board: Board
-    kernels: str
-    tree: SourceTree
-    toolchain: Toolchain
-
-    @property
-    def label(self) -> str:
-        return f"{self.board.cpu} {self.kernels}"
-
-    @property
-    def name(self) -> str:
-        return f"{self.board.cpu}-{self.kernels}"
-
-
-def _build(config: _Config, project: Path, run: bool, timeout_s: float, host_arena: int | None):
-    """Generate the project, build TFLM (cached) and link; when running, first link a sizing
-    build that runs one image with the largest arena the board allows: TFLM then says how much
-    arena this CPU and these kernels use, and the firmware shipped gets exactly that. Not
-    running, the host's measure stands in (64-bit: a little more than a 32-bit MCU needs)."""
-    board, label = config.board, config.label
-    sizing_arena = _round_up(board.data.length // 2, 1024) if run else host_arena
-    files = project_files(config.inputs, board, config.kernels, sizing_arena)
-    for file_name, content in files.items():
-        (project / file_name).write_bytes(content)
-    library = build_library(
-        project,
-        library_key(files["tflm.mk"].decode(), config.toolchain, config.tree),
-        f"TFLM for {label}",
-        config.tree,
-        config.toolchain,
-    )
-    started = time.perf_counter()
-    arena = sizing_arena
-    if run:
-        sizing = _link(
-            project,
-            board,
-            library,
-            config.tree,
-            config.toolchain,
-            label,
-            build="build-sizing",
-            elf="sizing.elf",
-            defines="-DIMAGES_TO_RUN=1",
-        )
-        probe = _run(board, sizing.elf, timeout_s, label)
-        arena = _round_up(probe.uart.summary.arena_used_bytes, ARENA_ALIGNMENT)
-        for name, text in model_data(config.inputs, arena).items():
-            (project / name).write_bytes(text.encode())
-    built = _link(project, board, library, config.tree, config.toolchain, label)
-    return library, built, arena, time.perf_counter() - started
-
-
-def _checked(inputs: ProjectInputs, device: QemuRun) -> tuple[Agreement, tuple[int, ...]]:
-    """The device's outputs against host TFLM's (the golden vectors), image by image: the
-    shared comparison, and the test indices of the images that differ."""
-    records = device.uart.images
-    golden = {int(i): g for i, g in zip(inputs.indices, inputs.golden, strict=True)}
-    known = [r for r in records if r.index in golden]
-    ours = np.array([r.outputs for r in known], dtype=np.int8).reshape(-1, inputs.golden.shape[1])
-    theirs = np.array([golden[r.index] for r in known], dtype=np.int8).reshape(ours.shape)
-    agreement = bit_agreement("host tflm", "firmware", theirs, ours)
-    unknown = tuple(r.index for r in records if r.index not in golden)
-    return agreement, tuple(known[i].index for i in agreement.mismatches) + unknown
-
-
-def _configuration(
-    config: _Config, staging: Path, run: bool, timeout_s: float, host_arena: int | None
-) -> tuple[FirmwareResult, QemuRun | None]:
-    """Build (and run) one configuration in staging/NAME and measure it."""
-    board, inputs, name = config.board, config.inputs, config.name
-    project = staging / name
-    project.mkdir()
-    library, built, arena, build_seconds = _build(config, project, run, timeout_s, host_arena)
-    sizes = measure(built.elf, built.map_file)
-    device = _run(board, built.elf, timeout_s, config.label) if run else None
-    for leftover in ("build", "build-sizing", "sizing.elf", "sizing.map"):
-        path = project / leftover
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    macs = count_macs(inputs.info)
-    images = len(inputs.inputs)
-    figures = dict(
-        golden_count=0,
-        golden_identical=0,
-        correct=0,
-        accuracy=None,
-        agreement_with_host_tflm=None,
-        mismatches=(),
-        instructions_per_inference=None,
-        instructions_min=None,
-        instructions_max=None,
-        stack_bytes=STACK_SIZE,
-        run_seconds=None,
-        exit_status=None,
-    )
-    if device is not None:
-        agreement, mismatches = _checked(inputs, device)
-        counts = [r.instructions for r in device.uart.images]
-        median = int(statistics.median(counts)) if counts else None
-        summary = device.uart.summary
-        figures = dict(
-            golden_count=summary.count,
-            golden_identical=summary.identical,
-            correct=summary.correct,
-            accuracy=round(summary.correct / images, 6),
-            agreement_with_host_tflm=round(agreement.same_class / images, 6),
-            mismatches=mismatches,
-            instructions_per_inference=median,
-            instructions_min=min(counts) if counts else None,
-            instructions_max=max(counts) if counts else None,
-            stack_bytes=summary.stack_peak_bytes,
-            run_seconds=round(device.seconds, 1),
-            exit_status=device.returncode,
-        )
-    median = figures["instructions_per_inference"]
-    return FirmwareResult(
-        cpu=board.cpu,
-        board=board.machine,
-        kernels=config.kernels,
-        model=inputs.model_name,
-        model_sha256=inputs.model_sha256,
-        images=images,
-        macs=macs,
-        instructions_per_mac=round(median / macs, 4) if median and macs else None,
-        isa_limit_instructions=-(-macs // board.macs_per_instruction),
-        flash_bytes=sizes.flash_bytes,
-        flash=FlashSplit(**{c: sizes.flash[c] for c in FLASH_COMPONENTS}),
-        ram_bytes=sizes.static_bytes + figures["stack_bytes"],
-        static_bytes=sizes.static_bytes,
-        arena_bytes=arena,
-        arena_measured_on="device" if run else "host",
-        stack_reserved_bytes=STACK_SIZE,
-        project=name,
-        elf=f"{name}/{ELF}",
-        elf_sha256=sha256_file(built.elf),
-        library_files=library.files,
-        library_cached=not library.built_now,
-        library_seconds=round(library.seconds, 1),
-        build_seconds=round(build_seconds, 1),
-        qemu_command=tuple(qemu_command(board, Path(ELF))),
-        ran=device is not None,
-        **figures,
-    ), device
-
-
-# ----------------------------------------------------------------------------- the stage
-
-
 def _earlier_projects(out: Path) -> list[str]:
     """The project folders an earlier firmware.json in `out` lists."""
     try:
         record = load_record(out.parent, "firmware", out / FIRMWARE_JSON)
     except MnistEdgeError:
         return []  # unreadable: its folders are left alone, as if there were none
-    return [result.project for result in record.results] if record else []
+    return [result.project for result in record.results] if record is not None else []
 
 
 def _publish(staging: Path, out: Path, names: list[str], stale: list[str]) -> None:
@@ -431,13 +205,17 @@ def _project_inputs(
 
 
 def _built_and_described(
-    config: _Config, staging: Path, run: bool, timeout_s: float, host_arena: int | None
+    engine, config: Config, staging: Path, run: bool, timeout_s: float, host_arena: int | None
 ) -> FirmwareResult:
-    """One configuration built (and run), its README written beside it, its figures logged."""
-    result, device = _configuration(config, staging, run, timeout_s, host_arena)
-    (staging / result.project / "README.md").write_bytes(
-        firmware_readme(config.inputs, config.board, config.kernels, result, device, config.tree)
-    )
+    """One configuration built (and run) by its engine, its README written beside it (TFLM's
+    projects), its figures logged."""
+    result, device = engine.build(config, staging, run, timeout_s, host_arena)
+    if engine.name == "tflm":
+        (staging / result.project / "README.md").write_bytes(
+            firmware_readme(
+                config.inputs, config.board, config.kernels, result, device, config.tree
+            )
+        )
     log.info(
         "%s: golden %d/%d, %s instructions per inference, flash %s, RAM %s",
         config.label,
@@ -448,6 +226,36 @@ def _built_and_described(
         f"{result.ram_bytes:,}",
     )
     return result
+
+
+def _configurations(
+    boards: list[Board], engines: list[str], kernels: list[str], device: DeviceModel
+) -> tuple[list[tuple[object, Board, str]], list[str], int | None]:
+    """Every (engine, board, kernels) to build, why the others asked for cannot be, and TFLM's
+    arena measured on the host (where TFLM was asked for). A pair asked for by name that cannot
+    be built is refused in one line; with `all`, it is left out and said so (the report lists
+    it)."""
+    host_arena = None
+    chosen, refused = [], []
+    for board in boards:
+        for name in engines:
+            engine = ENGINES[name]
+            if name == "tflm" and host_arena is None:
+                from mnist_edge.arena import measure_arena
+
+                host_arena = measure_arena(device.data, device.name, device.info).bytes
+            reason = engine.refusal(board, device, host_arena or 0)
+            if reason:
+                refused.append(f"{board.cpu} {name}: {reason}")
+                continue
+            chosen += [(engine, board, k) for k in engine.kernel_sets(kernels)]
+    if refused and (len(boards) * len(engines) == 1 or not chosen):
+        exceeds = all("needs at least" in why for why in refused)
+        error = CheckFailed if exceeds else ModelError
+        raise error(("Does not fit: " if exceeds else "") + "; ".join(refused) + ".")
+    for why in refused:
+        log.warning("Not building %s", why)
+    return chosen, refused, host_arena
 
 
 def _copy_licenses(tree: SourceTree, folder: Path) -> None:
@@ -492,8 +300,13 @@ def firmware(
     overwrite: bool = False,
     timeout_s: float = 300,
     skip_missing_tools: bool = False,
+    engines: list[str] | tuple[str, ...] = ("tflm",),
 ) -> FirmwareReport:
-    """Build, run and measure the model's firmware for every CPU × kernels; write `out`.
+    """Build, run and measure the model's firmware for every CPU × engine × kernels; write `out`.
+
+    `engines`: tflm (the interpreter, with `kernels`) and codegen (the model compiled to C,
+    CMSIS-NN's kernels). A pair that cannot be built (TFLM on a 16 KB board) is refused in one
+    line when it is all that was asked for, else left out and listed in `not_built`.
 
     `images` are MNIST test images (uint8 N×28×28, test-set indices 0..N-1) and `labels` theirs.
     Raises CheckFailed, writing nothing, when a configuration exceeds max_flash or max_ram. An
@@ -503,11 +316,13 @@ def firmware(
     the firmware was skipped, and why (make demo on a machine without them).
     """
     boards = _check_options(cpus, kernels, images, labels, max_flash, max_ram, timeout_s)
+    engines = _check_engines(engines)
     kernels = list(dict.fromkeys(kernels))
     model = Path(model)
     device = _check_model(model)
+    chosen, refused, host_arena = _configurations(boards, engines, kernels, device)
     out = Path(out)
-    names = [f"{board.cpu}-{k}" for board in boards for k in kernels]
+    names = [Config(None, board, k, None, None, engine.name).name for engine, board, k in chosen]
     refuse_overwrite([out / FIRMWARE_JSON, *(out / name for name in names)], overwrite)
     try:
         toolchain = find_toolchain()
@@ -519,23 +334,12 @@ def firmware(
     prepare_output_dir(out)
     tree = prepare_sources(sources)
     inputs = _project_inputs(device, np.asarray(images), np.asarray(labels), tree)
-    host_arena = None
-    if not run:
-        from mnist_edge.arena import measure_arena
-
-        host_arena = measure_arena(device.data, str(model), device.info).bytes
     staging = Path(tempfile.mkdtemp(prefix=".firmware-staging-", dir=out))
     try:
+        configs = [(e, Config(inputs, b, k, tree, toolchain, e.name)) for e, b, k in chosen]
         results = [
-            _built_and_described(
-                _Config(inputs, board, kernel_set, tree, toolchain),
-                staging,
-                run,
-                timeout_s,
-                host_arena,
-            )
-            for board in boards
-            for kernel_set in kernels
+            _built_and_described(engine, config, staging, run, timeout_s, host_arena)
+            for engine, config in configs
         ]
         _check_budgets(results, max_flash, max_ram)
         _copy_licenses(tree, staging / LICENSES_DIR)
@@ -549,6 +353,7 @@ def firmware(
             qemu=qemu_version,
             sources=tree.describe(),
             mnist_edge=__version__,
+            not_built=refused,
         )
         _publish(staging, out, [*names, LICENSES_DIR], _earlier_projects(out))
         write_files_atomic({out / FIRMWARE_JSON: json_bytes(record_payload(report))})

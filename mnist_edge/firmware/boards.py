@@ -1,8 +1,10 @@
 """The boards firmware is built for: one row per CPU, everything the build and QEMU need to know.
 
 A new board is a new row. The memory maps are QEMU 7.2's (docs/system/arm/mps2.rst and the
-boards' application notes AN386, AN500, AN547); "code" is what a real part would keep in flash,
-"data" what it would keep in RAM.
+boards' application notes AN386, AN500, AN505, AN547; hw/arm/microbit.c, nrf51_soc.c,
+stm32f100_soc.c); "code" is what a real part would keep in flash, "data" what it would keep in
+RAM. The small boards (micro:bit, STM32VLDISCOVERY) have the real part's flash and RAM: QEMU maps
+nothing past them, so firmware that runs there fits the part.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class Board:
     # extension), MVE's VMLAVA.S8 16 (a 128-bit vector of int8).
     macs_per_instruction: int
     description: str
+    fpu: bool = True  # startup enables CP10/CP11 only where there is one (CPACR faults on M0/M3)
+    dsp: bool = True  # the DSP extension: CMSIS-NN's SMLAD path (ARM_MATH_DSP) instead of plain C
+    # Whether TFLM's firmware is built and tested for it; the C engine (cengine.py) runs on all.
+    tflm: bool = True
+    # The C engine's stack reservation: its peak is under 1.2 KB (painted, 10,000 images on M4)
+    c_stack_size: int = 2048
 
     @property
     def qemu_args(self) -> tuple[str, ...]:
@@ -97,8 +105,54 @@ BOARDS: dict[str, Board] = {
             macs_per_instruction=16,
             description="Arm MPS3 with AN547 (Cortex-M55, Helium/MVE, FPU)",
         ),
+        Board(
+            cpu="cortex-m0",
+            machine="microbit",
+            device="ARMCM0",
+            cpu_flags=("-mcpu=cortex-m0", "-mfloat-abi=soft", "-mthumb"),
+            code=Region("flash", 0x00000000, 256 * KiB),
+            data=Region("RAM", 0x20000000, 16 * KiB),
+            instructions_per_tick=62.5,  # 16 MHz: 9,600 ticks for 600 K instructions
+            macs_per_instruction=1,  # MULS then ADDS: one MAC takes two instructions
+            description="BBC micro:bit (nRF51822: Cortex-M0, ARMv6-M, no DSP, no FPU)",
+            fpu=False,
+            dsp=False,
+            tflm=False,  # 16 KB of RAM: TFLM's firmware needs 33 KB
+        ),
+        Board(
+            cpu="cortex-m3",
+            machine="stm32vldiscovery",
+            device="ARMCM3",
+            cpu_flags=("-mcpu=cortex-m3", "-mfloat-abi=soft", "-mthumb"),
+            code=Region("flash", 0x08000000, 128 * KiB),  # aliased at 0, where the core boots
+            data=Region("SRAM", 0x20000000, 8 * KiB),
+            instructions_per_tick=1000 / 24,  # 24 MHz: 14,400 ticks for 600 K instructions
+            macs_per_instruction=1,  # MLA, no SIMD
+            description="STM32VLDISCOVERY (STM32F100RB: Cortex-M3, no DSP, no FPU)",
+            fpu=False,
+            dsp=False,
+            tflm=False,  # 8 KB of RAM, 128 KB of flash
+            # 2 KB of stack leaves the C engine 520 B short of 8 KB; its peak is 1,080 B here.
+            c_stack_size=1280,
+        ),
+        Board(
+            cpu="cortex-m33",
+            machine="mps2-an505",
+            device="ARMCM33",
+            cpu_flags=("-mcpu=cortex-m33", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard", "-mthumb"),
+            # Boots Secure with its vector table at 0x10000000: the Secure alias of SSRAM1.
+            code=Region("SSRAM1", 0x10000000, 4 * MiB),
+            data=Region("SSRAM2/3", 0x38000000, 4 * MiB),  # Secure alias
+            # 12,000 ticks for 600 K instructions: SysTick runs at 20 MHz here, not 25.
+            instructions_per_tick=50.0,
+            macs_per_instruction=2,
+            description="Arm MPS2 with AN505 (Cortex-M33, TrustZone, FPU, DSP)",
+            tflm=False,  # TFLM's firmware is not built for it yet
+        ),
     )
 }
+# The CPUs TFLM's firmware (the `firmware` command) builds for.
+TFLM_CPUS = tuple(cpu for cpu, board in BOARDS.items() if board.tflm)
 
 KERNELS = ("reference", "cmsis-nn")
 

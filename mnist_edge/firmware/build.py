@@ -340,13 +340,21 @@ _INPUT = re.compile(r"^ (\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)(?:\s+(.*))?$")
 _OUTPUT = re.compile(r"^(\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)")
 
 
-def map_attribution(map_text: str, sections: list[str]) -> dict[str, dict[str, int]]:
+def map_attribution(
+    map_text: str,
+    sections: list[str],
+    component_of: Callable[[str], str] = classify,
+    components: tuple[str, ...] = FLASH_COMPONENTS,
+    default: str = "app",
+) -> dict[str, dict[str, int]]:
     """Bytes per component in each named output section, from a GNU ld map.
 
-    Each input section is named with the object (or `archive(member)`) it comes from. An input
-    section owns the bytes from its address to the next one's: alignment padding counts for the
-    section before it, and merged strings (`.str1.4`, listed with their size before merging)
-    for the first at an address. So the components add up to the output section's size exactly.
+    Each input section is named with the object (or `archive(member)`) it comes from, which
+    `component_of` maps to one of `components`; bytes the linker made itself count for `default`.
+    An input section owns the bytes from its address to the next one's: alignment padding
+    counts for the section before it, and merged strings (`.str1.4`, listed with their size
+    before merging) for the first at an address. So the components add up to the output
+    section's size exactly.
     """
     start = map_text.find("Linker script and memory map")
     lines = map_text[start:].splitlines()
@@ -378,14 +386,14 @@ def map_attribution(map_text: str, sections: list[str]) -> dict[str, dict[str, i
         if match and int(match.group(3), 16) > 0:
             source = (match.group(4) or "").strip()
             entries[current].append(
-                (int(match.group(2), 16), classify(source) if source else "app")
+                (int(match.group(2), 16), component_of(source) if source else default)
             )
     result: dict[str, dict[str, int]] = {}
     for name, (base, size) in bounds.items():
-        split = dict.fromkeys(FLASH_COMPONENTS, 0)
+        split = dict.fromkeys(components, 0)
         ordered = sorted(entries[name], key=lambda entry: entry[0])
         if not ordered or ordered[0][0] != base:
-            ordered.insert(0, (base, "app"))  # linker-made bytes before the first input section
+            ordered.insert(0, (base, default))  # linker-made bytes before the first input section
         ends = [address for address, _ in ordered[1:]] + [base + size]
         for (address, component), end in zip(ordered, ends, strict=True):
             split[component] += end - address

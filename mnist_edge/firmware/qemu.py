@@ -140,13 +140,17 @@ def qemu_command(board: Board, elf: Path, qemu: str = QEMU) -> list[str]:
     return [qemu, *board.qemu_args, "-kernel", str(elf)]
 
 
-def run_firmware(board: Board, elf: Path, timeout_s: float, qemu: str = QEMU) -> QemuRun:
+def run_firmware(
+    board: Board, elf: Path, timeout_s: float, qemu: str = QEMU, cwd: Path | None = None
+) -> QemuRun:
     """Run the ELF in QEMU; MnistEdgeError if it does not finish within timeout_s (a firmware
-    whose TFLM aborted can spin forever)."""
+    whose TFLM aborted can spin forever). `cwd` is QEMU's working directory, where the
+    firmware's semihosting opens files (this process's own when None)."""
     command = qemu_command(board, elf, qemu)
     started = time.perf_counter()
     process = subprocess.Popen(
         command,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -310,8 +310,9 @@ def _extracted(source: Source, root: Path) -> bool:
     return False
 
 
-def prepare_sources(sources: Path | None = None) -> SourceTree:
-    """The seven pinned repositories, checked and extracted in the cache (see the module doc)."""
+def prepare_sources(sources: Path | None = None, only: tuple[str, ...] = ()) -> SourceTree:
+    """The seven pinned repositories (or `only` those named, e.g. ("CMSIS-NN",) for the C
+    engine), checked and extracted in the cache (see the module doc)."""
     given = sources if sources is not None else os.environ.get(SOURCES_ENV) or None
     folder = Path(given).expanduser() if given else None
     if folder is not None and not folder.is_dir():
@@ -320,7 +321,7 @@ def prepare_sources(sources: Path | None = None) -> SourceTree:
     root = cache_dir() / "firmware" / "sources"
     downloads = cache_dir() / "firmware" / "downloads"
     # tflite-micro first: the flatbuffers extraction needs its patch.
-    for source in SOURCES:
+    for source in (s for s in SOURCES if not only or s.name in only):
         if folder is not None:
             archive = _find_archive(source, folder)
             if archive is None:

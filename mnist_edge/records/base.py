@@ -55,5 +55,8 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         (item,) = typing.get_args(hint) or (Any,)
         return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple and isinstance(value, list):
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: every item an X
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         return tuple(value)
     return value

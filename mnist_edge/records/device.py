@@ -111,6 +111,34 @@ class ExportCompat:
 
 
 @dataclass(frozen=True)
+class PlanBuffer:
+    """One buffer of the C engine's static memory plan: where it lives and when."""
+
+    buffer: str
+    offset: int | None  # in the arena; None: the caller's input or output
+    bytes: int
+    first_step: int
+    last_step: int
+    holds: str
+
+
+@dataclass(frozen=True)
+class CEngine:
+    """The C engine the bundle ships (its folder), its memory plan, and its check on the host."""
+
+    folder: str
+    files: list[str]
+    prefix: str  # of its function and macros: PREFIX_infer, PREFIX_ARENA_BYTES
+    arena_bytes: int
+    plan_level: str  # layers, fused or streamed
+    lower_bound_bytes: int  # one call per layer: max over layers of input + output + scratch
+    plan: list[PlanBuffer]
+    cmsis_nn_sources: list[str]
+    host_check: Agreement  # its int8 outputs against host TFLM's on the test images
+    build: str  # the commands that build it and run its golden test
+
+
+@dataclass(frozen=True)
 class BundleResult:
     """Everything the bundle states; manifest.json is this, less the output folder."""
 
@@ -144,6 +172,10 @@ class BundleResult:
     proven: list[Proof] = field(default_factory=list)
     # Target figures from a firmware run of these very bytes (firmware/firmware.json)
     on_target: list[OnTarget] = field(default_factory=list)
+    # The engines shipped: tflm (model_data.h/.cc for the interpreter), codegen (CEngine)
+    engines: list[str] = field(default_factory=lambda: ["tflm"])
+    c_engine: CEngine | None = None
+    not_bundled: list[str] = field(default_factory=list)  # engines left out, and why
 
 
 # ----------------------------------------------------------------- firmware.json
@@ -167,8 +199,34 @@ class FlashSplit:
 
 
 @dataclass(frozen=True)
+class EngineFlash:
+    """Flash bytes by role, for either engine; they add up to the ELF's flash bytes."""
+
+    engine_code: int  # TFLM: runtime, kernels, CMSIS-NN; C engine: model.c's code and CMSIS-NN
+    engine_constants: int  # TFLM: the flatbuffer; C engine: weights, biases, requantization
+    harness: int  # main, board, startup, libc, libgcc (and TFLM's built-in images)
+
+    @property
+    def total(self) -> int:
+        return self.engine_code + self.engine_constants + self.harness
+
+
+@dataclass(frozen=True)
+class EngineRam:
+    """RAM bytes by role, for either engine."""
+
+    engine_buffers: int  # TFLM: the tensor arena; C engine: its one static arena
+    stack: int  # peak, measured by painting (the reservation when not run)
+    harness_statics: int  # everything else in .data and .bss
+
+    @property
+    def total(self) -> int:
+        return self.engine_buffers + self.stack + self.harness_statics
+
+
+@dataclass(frozen=True)
 class FirmwareResult:
-    """One CPU × kernels configuration: built, run, checked, measured."""
+    """One CPU × engine × kernels configuration: built, run, checked, measured."""
 
     cpu: str
     board: str  # the QEMU machine
@@ -189,7 +247,7 @@ class FirmwareResult:
     instructions_per_mac: float | None
     isa_limit_instructions: int  # MACs / the ISA's widest int8 MAC (2 SMLAD, 16 MVE)
     flash_bytes: int
-    flash: FlashSplit
+    flash: FlashSplit | None  # TFLM's components (None for the C engine: see engine_flash)
     ram_bytes: int  # static + stack peak (the reserved stack when not run)
     static_bytes: int  # .data + .bss, the tensor arena included
     arena_bytes: int  # the tensor arena, sized to what TFLM used on this CPU
@@ -207,6 +265,14 @@ class FirmwareResult:
     exit_status: int | None  # QEMU's, the firmware's exit(): 0 when every output matched
     qemu_command: tuple[str, ...]
     ran: bool
+    engine: str = "tflm"  # tflm (the interpreter) or codegen (the model compiled to C)
+    engine_flash: EngineFlash | None = None
+    engine_ram: EngineRam | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages and tables name the configuration: "cortex-m4 tflm cmsis-nn"."""
+        return f"{self.cpu} {self.engine} {self.kernels}"
 
     @property
     def passed(self) -> bool:
@@ -239,6 +305,8 @@ class FirmwareReport:
     mnist_edge: str = ""  # the version that wrote it
     # Not built: why (`firmware --skip-missing-tools` where the toolchain or QEMU is missing)
     skipped: str | None = None
+    # Configurations asked for with `all` that cannot be built (TFLM on a 16 KB board): why
+    not_built: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -249,10 +317,15 @@ class FirmwareReport:
     def failures(self) -> list[str]:
         """One phrase per configuration that did not match host TFLM (or did not run)."""
         return [
-            f"{r.cpu} {r.kernels}: {r.golden_identical}/{r.golden_count} outputs identical to "
+            f"{r.label}: {r.golden_identical}/{r.golden_count} outputs identical to "
             f"host TFLM (first mismatch: test image {r.mismatches[0]})"
             if r.mismatches
-            else f"{r.cpu} {r.kernels}: {'not run' if not r.ran else 'no outputs compared'}"
+            else f"{r.label}: "
+            + (
+                "not run"
+                if not r.ran
+                else f"{r.golden_identical}/{r.golden_count} outputs identical to host TFLM"
+            )
             for r in self.results
             if not r.passed
         ]
@@ -279,6 +352,7 @@ class OnTarget:
     golden_count: int
     source: str  # the record it comes from, e.g. firmware/firmware.json
     artifact: str = ""  # bench: the export these figures belong to
+    engine: str = "tflm"
 
     @classmethod
     def of(cls, result: FirmwareResult, source: str) -> OnTarget:
@@ -296,6 +370,7 @@ class OnTarget:
             golden_identical=result.golden_identical,
             golden_count=result.golden_count,
             source=source,
+            engine=result.engine,
         )
 
     @property

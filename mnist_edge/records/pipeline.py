@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnist_edge.records.device import OnTarget
+from mnist_edge.records.device import Agreement, OnTarget
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,8 @@ class VerifyRow:
     per_class_accuracy: list[float]
     confusion: list[list[int]]
     disagreements: list[Disagreement]
+    # The C engine's rows: its int8 outputs against host TFLM's, which it must equal bit for bit
+    tflm_identity: Agreement | None = None
 
 
 @dataclass(frozen=True)

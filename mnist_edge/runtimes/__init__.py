@@ -4,8 +4,10 @@ Each runner is built from a path and explicit engine settings (threads, delegate
 owns its model's I/O: it quantizes float inputs and dequantizes outputs with the model's own
 scale and zero point. Nothing outside this package creates an Interpreter, an InferenceSession
 or a TFLM interpreter: LiteRT (`litert_runner`), onnxruntime (`ort_runner`, also the roofline's
-sessions), TFLM (`tflm_runner`, also the arena probes) and Keras (`keras_runner`). The old
-tflite-runtime 2.14, in its own virtual environment, is a platform proof: `proofs.legacy_runner`.
+sessions), TFLM (`tflm_runner`, also the arena probes), the C engine (`codegen_runner`: the
+model compiled to C by mnist_edge.codegen, built for the host) and Keras (`keras_runner`). The
+old tflite-runtime 2.14, in its own virtual environment, is a platform proof
+(`proofs.legacy_runner`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ def open_runner(
         from mnist_edge.runtimes.tflm_runner import TFLMRunner
 
         return TFLMRunner(path)
+    if runtime == "codegen":
+        from mnist_edge.runtimes.codegen_runner import CodegenRunner
+
+        return CodegenRunner(path)  # one thread, as on a device (one static arena)
     from mnist_edge.runtimes.keras_runner import KerasRunner
 
     return KerasRunner(path, threads=threads, use_predict=runtime == "keras-predict")
@@ -93,11 +99,21 @@ class LoadedRunner:
 
 def unsupported_reason(path: Path, runtime: str) -> str | None:
     """Why `runtime` cannot run this model file at all (not a fault of the file), or None."""
-    if runtime == "tflm" and Path(path).suffix == ".tflite":
+    if runtime in ("tflm", "codegen") and Path(path).suffix == ".tflite":
         from mnist_edge.model_info import model_kind, read_tflite, tflm_refusal
 
         _, info = read_tflite(path)
-        return tflm_refusal(info, model_kind(info))
+        kind = model_kind(info)
+        if runtime == "tflm":
+            return tflm_refusal(info, kind)
+        from mnist_edge.codegen.graph import refuse_unsupported
+
+        try:
+            refuse_unsupported(info, Path(path).name)
+        except ModelError as exc:
+            # The refusal's reason, without the file name it starts with (the row names it).
+            return str(exc).removeprefix(f"{Path(path).name}: ").rstrip(".")
+        return None
     return None
 
 
@@ -151,6 +167,7 @@ _RUNNERS = {
     "LiteRTRunner": "litert_runner",
     "OrtRunner": "ort_runner",
     "TFLMRunner": "tflm_runner",
+    "CodegenRunner": "codegen_runner",
     "KerasRunner": "keras_runner",
 }
 

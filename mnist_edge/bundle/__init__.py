@@ -11,7 +11,10 @@ take the model); the arena is measured by `mnist_edge.arena`.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +32,7 @@ from mnist_edge.artifacts import (
     on_target,
     record_payload,
 )
+from mnist_edge.bundle.cengine import C_DIR, c_engine
 from mnist_edge.bundle.compat import export_compat, prove_runtimes
 from mnist_edge.bundle.golden import GOLDEN_FILE, GoldenVectors, golden_vectors
 from mnist_edge.bundle.readme import bundle_readme
@@ -37,7 +41,7 @@ from mnist_edge.compare import bit_agreement
 from mnist_edge.data import MnistTest, ensure_test_split, to_float
 from mnist_edge.device import DeviceModel, Need, check_budgets, load_device_model
 from mnist_edge.device.csource import golden_data_files, model_data_files
-from mnist_edge.errors import CheckFailed, MnistEdgeError
+from mnist_edge.errors import CheckFailed, MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.files import (
     json_bytes,
     prepare_output_dir,
@@ -60,6 +64,9 @@ from mnist_edge.options import (
     DEFAULT_PROOF_IMAGES,
     PROOF_CPUS,
     PROOF_PLATFORMS,
+)
+from mnist_edge.options import (
+    FIRMWARE_ENGINES as ENGINES,
 )
 from mnist_edge.records import ArenaReport, BundleFile, BundleResult, RuntimeAccuracy, VerifyRow
 from mnist_edge.runtimes import RUNTIMES, open_runner
@@ -174,33 +181,82 @@ def _versions(info: ModelInfo, artifacts: Path) -> dict[str, object]:
 
 
 def _write_bundle(
-    out: Path, result: BundleResult, model_bytes: bytes, c_name: str, golden: GoldenVectors
+    out: Path,
+    result: BundleResult,
+    model_bytes: bytes,
+    c_name: str,
+    golden: GoldenVectors,
+    c_files: dict[str, bytes],
 ) -> BundleResult:
-    """Write every file of the bundle atomically, the manifest (which lists the others) last."""
-    model_h, model_cc = model_data_files(model_bytes, result.model, c_name, result.arena_bytes)
+    """Write every file of the bundle, the manifest (which lists the others) last. The C
+    engine's folder is staged whole and swapped in first; the rest is one atomic step."""
     golden_h, golden_cc = golden_data_files(
         golden.inputs, golden.outputs, golden.labels, c_name, result.model
     )
     payloads: dict[str, bytes] = {
         result.model: model_bytes,
-        "model_data.h": model_h.encode(),
-        "model_data.cc": model_cc.encode(),
         "golden_data.h": golden_h.encode(),
         "golden_data.cc": golden_cc.encode(),
         "labels.txt": ("\n".join(LABELS) + "\n").encode(),
         "README.md": bundle_readme(result, c_name).encode(),
         GOLDEN_FILE: golden.npz_bytes(),
     }
-    files = [BundleFile(name, len(p), sha256_bytes(p)) for name, p in sorted(payloads.items())]
+    if "tflm" in result.engines:
+        model_h, model_cc = model_data_files(model_bytes, result.model, c_name, result.arena_bytes)
+        payloads |= {"model_data.h": model_h.encode(), "model_data.cc": model_cc.encode()}
+    everything = {**payloads, **c_files}
+    files = [BundleFile(name, len(p), sha256_bytes(p)) for name, p in sorted(everything.items())]
     result = replace(result, files=files)
     payloads[MANIFEST] = json_bytes(record_payload(result))
+    _swap_folder(out / C_DIR, {name.removeprefix(f"{C_DIR}/"): d for name, d in c_files.items()})
     # One step, the manifest renamed last: a folder is never half old, half new.
     write_files_atomic({out / name: payload for name, payload in payloads.items()})
     return result
 
 
-def _check_options(prove, prove_images, golden, c_name, max_arena, max_flash) -> None:
+def _swap_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Replace `folder` with one holding `files` (or remove it when there are none), staged
+    beside it first so that it is never half written."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    trash = staging.with_name(staging.name + "-old")
+    try:
+        for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
+        if folder.exists():
+            os.replace(folder, trash)
+        if files:
+            os.replace(staging, folder)
+    except OSError as exc:
+        raise MnistEdgeError(f"Cannot write {folder}: {exc.strerror or exc}.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _c_engine(engines, device, vectors, q, tflm_outputs, sources):
+    """The C engine's files and summary where it was asked for and can be made; else none,
+    and why (asked for alone, a reason is an error: ModelError or MissingDependencyError)."""
+    if "codegen" not in engines:
+        return {}, None, []
+    try:
+        files, summary = c_engine(device, vectors, q, tflm_outputs, sources)
+    except (ModelError, MissingDependencyError) as exc:
+        if engines == ["codegen"]:
+            raise
+        log.warning("Not bundling the C engine: %s", exc)
+        return {}, None, [f"codegen: {exc}"]
+    check = summary.host_check
+    log.info("C engine: %d/%d outputs bit-identical to TFLM's", check.bit_identical, check.images)
+    return files, summary, []
+
+
+def _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines) -> None:
     """One line for the first option out of range, before any work."""
+    if not engines or set(engines) - set(ENGINES):
+        raise MnistEdgeError(
+            f"Unknown engines {', '.join(engines) or 'none'}: expected {', '.join(ENGINES)}."
+        )
     unknown = sorted(set(prove) - set(PROOF_PLATFORMS))
     if unknown:
         raise MnistEdgeError(
@@ -288,14 +344,20 @@ def bundle(
     prove: list[str] | tuple[str, ...] = (),
     prove_cpu: str = PROOF_CPUS[0],
     prove_images: int = DEFAULT_PROOF_IMAGES,
+    engines: list[str] | tuple[str, ...] = ENGINES,
+    sources: Path | None = None,
 ) -> BundleResult:
     """Write the device bundle for a .tflite (default the int8 export), checked on TFLM.
+
+    `engines`: tflm (model_data.h/.cc for the interpreter) and codegen (the model compiled to
+    C, c_engine/, built and checked against TFLM here; `sources`: the pinned archives' folder,
+    for CMSIS-NN). With both, a C engine that cannot be made is left out and said why.
 
     `prove`: platforms (options.PROOF_PLATFORMS) to prove the bundle on, their environments
     prepared in the cache on first use; their results go into the manifest. A proof whose
     bundled model did not load is a failed check (CheckFailed, after the bundle is written).
     """
-    _check_options(prove, prove_images, golden, c_name, max_arena, max_flash)
+    _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines)
     artifacts = Path(artifacts)
     model = Path(model) if model is not None else int8_model(artifacts)
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
@@ -325,14 +387,20 @@ def bundle(
     result = _manifest(
         device, out, arena, outputs, vectors, others, artifacts, keras_accuracy, accuracy
     )
+    engines = list(dict.fromkeys(engines))
+    c_files, c_summary, left_out = _c_engine(engines, device, vectors, q, outputs["tflm"], sources)
     result = replace(
         result,
         on_target=on_target(artifacts, sha256_bytes(model_bytes)),
         proven=_prove(
             prove, model, vectors, mnist, outputs, tflm, q, others, prove_cpu, prove_images
         ),
+        engines=[e for e in engines if e != "codegen" or c_summary is not None],
+        c_engine=c_summary,
+        not_bundled=left_out,
+        agreement=[*result.agreement, *([c_summary.host_check] if c_summary else [])],
     )
-    result = _write_bundle(out, result, model_bytes, c_name, vectors)
+    result = _write_bundle(out, result, model_bytes, c_name, vectors, c_files)
     log.info("Wrote the bundle to %s", out)
     failed = [f"{p.target}: {'; '.join(p.failures)}" for p in result.proven if p.failures]
     if failed:

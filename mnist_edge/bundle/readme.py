@@ -69,6 +69,7 @@ def bundle_readme(result: BundleResult, c_name: str) -> str:
         "count": count,
         "proofs": proofs,
         "platforms": _platforms(result),
+        "c_engine": _c_engine(result),
     }
     return template("README.md", "mnist_edge.bundle").substitute(fields)
 
@@ -93,3 +94,31 @@ def _platforms(result: BundleResult) -> str:
         lines = "\n".join(f"- {line}" for line in proof.findings())
         parts.append(f"Proven on {proof.platform} (Python {proof.python}):\n\n{lines}\n")
     return "\n".join(parts) + ("\n" if parts else "")
+
+
+def _c_engine(result: BundleResult) -> str:
+    """The C engine's section (c_engine/), or the reason it was left out, or nothing."""
+    c = result.c_engine
+    if c is None:
+        left_out = "".join(f"\nNot bundled: {why}.\n" for why in result.not_bundled)
+        return left_out
+    check = c.host_check
+    return f"""
+## The C engine (no interpreter): `{c.folder}/`
+
+The same model compiled to C99 by mnist-edge: `model.h` declares one function,
+`int {c.prefix}_infer(const int8_t *input, int8_t *output)`, and the sizes a caller needs;
+`model.c` holds the weights as `const` arrays and one static arena of {c.arena_bytes:,} bytes
+(a {c.plan_level} memory plan: one call per layer would need at least {c.lower_bound_bytes:,}),
+and calls CMSIS-NN's kernels (`cmsis-nn/`, Apache-2.0) directly. No interpreter, no flatbuffer,
+no heap. Its int8 outputs were bit-identical to TFLM's on {check.bit_identical:,} of
+{check.images:,} test images on the host that made this bundle. Build it and run its golden
+test:
+
+```bash
+cd {c.folder} && {c.build}
+```
+
+For a microcontroller, add `model.c` and the listed `cmsis-nn/Source` files to your firmware
+with your CPU's flags (CMSIS-NN takes its DSP or Helium path from them).
+"""

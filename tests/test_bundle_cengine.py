@@ -1,0 +1,111 @@
+"""The bundle's C engine: c_engine/ builds with CMake on its own and its golden test passes; a
+wrong golden byte fails it; the manifest states the plan and the check against TFLM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mnist_edge.bundle import bundle
+from tests.helpers import SOURCES_DIR, needs_sources
+
+pytestmark = [needs_sources, pytest.mark.needs_tools("cmake", "ctest", ("cc", "gcc"))]
+
+
+@pytest.fixture(scope="module")
+def c_bundle(exported, mnist, tmp_path_factory):
+    artifacts, _ = exported
+    out = tmp_path_factory.mktemp("c-bundle")
+    result = bundle(artifacts, mnist, out=out, overwrite=True, sources=SOURCES_DIR, golden=20)
+    return out, result
+
+
+def _cmake(folder: Path) -> subprocess.CompletedProcess:
+    """The bundle README's three commands, as a user runs them."""
+    for command in (
+        ["cmake", "-S", ".", "-B", "build"],
+        ["cmake", "--build", "build"],
+        ["ctest", "--test-dir", "build", "--output-on-failure"],
+    ):
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return done
+    return done
+
+
+def test_the_c_engine_builds_with_cmake_and_passes_its_golden_test(c_bundle):
+    out, result = c_bundle
+    folder = out / "c_engine"
+    assert {"model.h", "model.c", "CMakeLists.txt", "test_golden.c"} <= {
+        p.name for p in folder.iterdir()
+    }
+    assert (folder / "cmsis-nn" / "LICENSE").is_file()
+    done = _cmake(folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "100% tests passed" in done.stdout
+    # The manifest: both engines, the C engine bit-identical to TFLM on every test image.
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engines"] == ["tflm", "codegen"] and result.c_engine is not None
+    check = manifest["c_engine"]["host_check"]
+    assert check["images"] == 10_000 and check["bit_identical"] == 10_000
+    assert manifest["c_engine"]["arena_bytes"] < manifest["c_engine"]["lower_bound_bytes"]
+    names = {f["name"] for f in manifest["files"]}
+    assert "c_engine/model.c" in names and "model_data.h" in names
+
+
+def test_a_wrong_golden_byte_fails_the_c_engines_test(c_bundle, tmp_path):
+    out, _ = c_bundle
+    folder = tmp_path / "c_engine"
+    # The bundle's folder as shipped: no build of the other test's in it.
+    shutil.copytree(out / "c_engine", folder, ignore=shutil.ignore_patterns("build"))
+    source = (folder / "test_golden.c").read_text()
+    head, _, tail = source.partition("golden_outputs[GOLDEN_COUNT]")
+    first_row = tail.index("{", tail.index("{") + 1)
+    value_end = tail.index(",", first_row)
+    value = int(tail[first_row + 1 : value_end])
+    tail = tail[: first_row + 1] + str(value + 1 if value < 127 else value - 1) + tail[value_end:]
+    (folder / "test_golden.c").write_text(head + "golden_outputs[GOLDEN_COUNT]" + tail)
+    done = _cmake(folder)
+    assert done.returncode != 0
+    assert "golden 0, output 0" in done.stdout and "19/20 golden vectors identical" in done.stdout
+
+
+def test_only_tflm_ships_no_c_engine(exported, mnist, tmp_path):
+    artifacts, _ = exported
+    result = bundle(artifacts, mnist, out=tmp_path, engines=["tflm"], golden=2)
+    assert result.engines == ["tflm"] and result.c_engine is None
+    assert not (tmp_path / "c_engine").exists()
+
+
+def _readme_problems(text: str) -> list[str]:
+    """What in a rendered bundle README is not the README's own text: template fields left
+    unfilled, Python source outside a code block, unbalanced or unlabelled code fences."""
+    problems = []
+    if "${" in text:
+        problems.append("an unfilled template field")
+    fences = [line for line in text.splitlines() if line.startswith("```")]
+    if len(fences) % 2:
+        problems.append("an unclosed code fence")
+    openings = fences[::2]
+    if any(fence.strip() not in ("```python", "```cpp", "```c", "```bash") for fence in openings):
+        problems.append(f"a code block of an unexpected kind: {openings}")
+    prose = "".join(part for i, part in enumerate(text.split("```")) if i % 2 == 0)
+    for marker in ('"""', "\ndef ", "\nclass ", "\nimport ", "\nfrom ", "\nreturn "):
+        if marker in prose:
+            problems.append(f"{marker.strip()!r} outside a code block")
+    return problems
+
+
+def test_the_readme_is_its_own_text_and_says_how_to_build_the_c_engine(c_bundle):
+    out, result = c_bundle
+    text = (out / "README.md").read_text()
+    assert _readme_problems(text) == []
+    assert "## The C engine (no interpreter): `c_engine/`" in text
+    assert f"one static arena of {result.c_engine.arena_bytes:,} bytes" in text
+    assert "cmake -S . -B build && cmake --build build && ctest --test-dir build" in text
+    # The check itself fails on what the template once shipped: Python after the last fence.
+    assert _readme_problems(text + '"""\n\n\ndef _check_model(model):\n') != []

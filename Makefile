@@ -21,8 +21,9 @@ setup: $(VENV)/.installed
 FIRMWARE_SOURCES ?= $(wildcard ../shared/third_party)
 SOURCES_OPTION := $(if $(FIRMWARE_SOURCES),--sources $(FIRMWARE_SOURCES))
 
-# data -> train (the fast recipe) -> export --int8 -> verify -> bench -> firmware (Cortex-M4
-# with CMSIS-NN, in QEMU) -> bundle (with the firmware's figures of the same bytes) -> report.
+# data -> train (the fast recipe) -> export --int8 -> verify -> bench -> firmware (Cortex-M4 in
+# QEMU, both engines: TFLM with CMSIS-NN, and the model compiled to C) -> bundle (with the
+# firmware's figures of the same bytes, and the C engine) -> report.
 # The firmware's tools are installed where this user may; where they are missing, the firmware
 # step records why it was skipped (the report says so) and the demo goes on.
 demo: setup
@@ -33,8 +34,8 @@ demo: setup
 	$(BIN)/mnist-edge bench --artifacts $(ARTIFACTS)
 	tools/firmware-tools.sh
 	$(BIN)/mnist-edge firmware --artifacts $(ARTIFACTS) --model $(ARTIFACTS)/model_int8_mcu.tflite \
-		--overwrite --skip-missing-tools $(SOURCES_OPTION)
-	$(BIN)/mnist-edge bundle --artifacts $(ARTIFACTS) --overwrite
+		--engine all --overwrite --skip-missing-tools $(SOURCES_OPTION)
+	$(BIN)/mnist-edge bundle --artifacts $(ARTIFACTS) --overwrite $(SOURCES_OPTION)
 	$(BIN)/mnist-edge report --artifacts $(ARTIFACTS)
 
 # The suite, less the platform proofs (emulated aarch64, tflite-runtime 2.14): `make prove`.

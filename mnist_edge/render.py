@@ -232,7 +232,7 @@ def bench_table(report: BenchReport) -> Group:
         f"Model cost: {macs:,} MACs and {params:,} parameters per image" for macs, params in costs
     ]
     notes += [
-        f"On {f.cpu} with {f.kernels} (firmware, QEMU): {f.artifact} "
+        f"On {f.cpu}, {f.engine} with {f.kernels} (firmware, QEMU): {f.artifact} "
         f"{f.instructions_per_inference or 0:,} instructions per inference, flash "
         f"{f.flash_bytes:,} B, RAM {f.ram_bytes:,} B (arena {f.arena_bytes:,} B)"
         for f in report.firmware
@@ -312,7 +312,7 @@ def bundle_table(result: BundleResult) -> Table | Group:
         table.add_row(f"export {e.file}", f"min runtime {e.min_runtime}; {e.tflite_runtime}")
     for t in result.on_target:
         table.add_row(
-            f"on {t.cpu} {t.kernels}",
+            f"on {t.cpu} {t.engine} {t.kernels}",
             f"arena {t.arena_bytes:,} B ({t.arena_measured_on}), "
             f"flash {t.flash_bytes:,} B with code, RAM {t.ram_bytes:,} B, "
             f"{t.instructions_per_inference or 0:,} instructions per inference, "

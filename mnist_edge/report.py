@@ -26,7 +26,13 @@ from mnist_edge.records import (
     TrainResult,
     VerifyReport,
 )
-from mnist_edge.render import OVERHEAD_NOTE, VERIFY_COLUMNS, format_bytes, verify_cells
+from mnist_edge.render import (
+    OVERHEAD_NOTE,
+    VERIFY_COLUMNS,
+    firmware_splits,
+    format_bytes,
+    verify_cells,
+)
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +239,8 @@ def _device_section(bundle: BundleResult, context: Context) -> tuple[str, str, i
     )
     for t in bundle.on_target:
         html += (
-            f"<p>On {escape(t.cpu)} with {escape(t.kernels)} ({escape(t.source)}): "
+            f"<p>On {escape(t.cpu)}, {escape(t.engine)} with {escape(t.kernels)} "
+            f"({escape(t.source)}): "
             f"arena {t.arena_bytes:,} B, flash {t.flash_bytes:,} B with code, RAM "
             f"{t.ram_bytes:,} B, {t.instructions_per_inference or 0:,} instructions per "
             f"inference, golden {escape(t.golden)}.</p>"
@@ -256,6 +263,7 @@ def _firmware_section(folder: Path) -> str:
     rows = [
         [
             r.cpu,
+            r.engine,
             r.kernels,
             f"{r.golden_identical}/{r.golden_count}" if r.ran else "not run",
             "–" if r.accuracy is None else f"{r.accuracy:.4f}",
@@ -268,12 +276,18 @@ def _firmware_section(folder: Path) -> str:
         ]
         for r in record.results
     ]
-    header = ["CPU", "kernels", "golden", "accuracy", "instructions", "ISA limit", "flash B"]
-    header += ["RAM B", "arena B", "stack B"]
+    header = ["CPU", "engine", "kernels", "golden", "accuracy", "instructions", "ISA limit"]
+    header += ["flash B", "RAM B", "arena B", "stack B"]
+    splits = "".join(f"<li>{escape(line)}</li>" for line in firmware_splits(record))
+    not_built = "".join(f"<li>not built: {escape(why)}</li>" for why in record.not_built)
     return (
-        f"<p>{escape(record.model)} built with TFLM, run in QEMU ({escape(record.qemu or '')}) "
-        f"on {record.images} test images; outputs compared bit for bit with host TFLM.</p>"
+        f"<p>{escape(record.model)} built for each CPU × engine (tflm: the interpreter; "
+        "codegen: the model compiled to C with a static memory plan), run in QEMU "
+        f"({escape(record.qemu or '')}) on {record.images} test images; outputs compared bit for "
+        "bit with host TFLM. Flash of the C engine's firmware holds no images (it reads them "
+        "from the host); TFLM's holds them.</p>"
         + _html_table(header, rows)
+        + f"<ul>{splits}{not_built}</ul>"
     )
 
 

@@ -79,7 +79,7 @@ def _platforms(result: BundleResult) -> str:
     parts = []
     if result.on_target:
         rows = "\n".join(
-            f"| {t.cpu} | {t.kernels} | {t.golden} | {t.arena_bytes:,} | "
+            f"| {t.cpu} | {t.engine} | {t.kernels} | {t.golden} | {t.arena_bytes:,} | "
             f"{t.flash_bytes:,} | {t.ram_bytes:,} | "
             f"{t.instructions_per_inference or 0:,} |"
             for t in result.on_target
@@ -87,8 +87,8 @@ def _platforms(result: BundleResult) -> str:
         parts.append(
             "Measured on target (`mnist-edge firmware`, QEMU; this model's very bytes; flash and "
             "RAM of the whole firmware, code included):\n\n"
-            "| CPU | kernels | golden | arena B | flash B | RAM B | instructions |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |\n" + rows + "\n"
+            "| CPU | engine | kernels | golden | arena B | flash B | RAM B | instructions |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |\n" + rows + "\n"
         )
     for proof in result.proven:
         lines = "\n".join(f"- {line}" for line in proof.findings())

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARTIFACTS ?= artifacts
-EXTRAS ?= train,micro,report,dev
+EXTRAS ?= train,micro,report,npu,dev
 
 .PHONY: setup demo test prove lint clean
 

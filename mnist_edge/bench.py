@@ -18,6 +18,7 @@ from mnist_edge.artifacts import (
     BENCH_JSON,
     BENCH_PNG,
     MODEL_FILE,
+    int8_model,
     on_target,
     record_payload,
     resolve_exports,
@@ -32,8 +33,12 @@ from mnist_edge.options import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_RUNS,
     DEFAULT_WARMUP,
+    NPU_BASIS,
+    NPU_CONFIG_FILE,
+    NPU_HOST_CPU,
+    NPU_TARGETS,
 )
-from mnist_edge.records import BenchReport, BenchRow, OnTarget, Roofline
+from mnist_edge.records import BenchReport, BenchRow, NpuEstimate, OnTarget, Roofline
 from mnist_edge.roofline import measure_roofline
 from mnist_edge.runtimes import open_runners
 from mnist_edge.tensors import IMAGE_SHAPE
@@ -138,7 +143,10 @@ def bench(
     ort_optimization: str = "all",
     roofline: bool = True,
 ) -> BenchReport:
-    """Benchmark every export (or `models`) on its runtimes; write bench.json, .csv and .png."""
+    """Benchmark every export (or `models`) on its runtimes; write bench.json, .csv and .png.
+
+    An Ethos-U `target` (options.NPU_TARGETS) times nothing: see bench_npu.
+    """
     if target is not None:
         if target not in BENCH_TARGETS:
             raise MnistEdgeError(
@@ -146,6 +154,8 @@ def bench(
             )
         if runtimes:
             raise MnistEdgeError("Pass --target or --runtime, not both: a target sets runtimes.")
+        if target in NPU_TARGETS:
+            return bench_npu(artifacts, target, models=models)
         target_runtimes, target_threads = BENCH_TARGETS[target]
         runtimes = list(target_runtimes)
         if threads is None:  # an explicit thread count still wins over the preset
@@ -226,6 +236,48 @@ def bench(
     return report
 
 
+def bench_npu(artifacts: Path, accelerator: str, models: list[Path] | None = None) -> BenchReport:
+    """vela's estimates for each model (default: the int8 export for a device) on one Ethos-U
+    configuration, beside what the Cortex-M55 firmware measured on the same bytes; writes
+    bench.json and bench.csv. Nothing is timed: no NPU or emulator of one is reachable."""
+    from mnist_edge.npu import estimate_npu
+
+    artifacts = Path(artifacts)
+    if not artifacts.is_dir():
+        raise MnistEdgeError(f"{artifacts}: no such artifacts folder.")
+    paths = [Path(m) for m in models] if models else [int8_model(artifacts)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise MnistEdgeError(
+            f"{', '.join(missing)}: no such model; run `mnist-edge export --int8` (an Ethos-U "
+            "runs int8 .tflite models) or pass --model."
+        )
+    estimates: list[NpuEstimate] = []
+    for path in paths:
+        log.info("Compiling %s with vela for %s", path.name, accelerator)
+        estimates.append(estimate_npu(path, accelerator))
+    system_config, memory_mode = NPU_TARGETS[accelerator]
+    report = BenchReport(
+        machine=detect_machine(),  # the host vela ran on, not the NPU
+        versions=library_versions("ethos-u-vela", "numpy"),
+        peak_rss_mb=peak_rss_mb(),
+        results=[],
+        target=accelerator,
+        settings={
+            "basis": NPU_BASIS,
+            "accelerator": accelerator,
+            "config_file": NPU_CONFIG_FILE,
+            "system_config": system_config,
+            "memory_mode": memory_mode,
+        },
+        files=[BENCH_JSON, BENCH_CSV],
+        firmware=[f for f in _firmware_rows(artifacts, paths) if f.cpu == NPU_HOST_CPU],
+        npu=estimates,
+    )
+    write_bench_files(artifacts, report, None)
+    return report
+
+
 def _firmware_rows(artifacts: Path, exports: list[Path]) -> list[OnTarget]:
     """The firmware run's figures (ARTIFACTS/firmware) for the .tflite models benchmarked."""
     from mnist_edge.files import sha256_file
@@ -301,7 +353,11 @@ def write_bench_files(artifacts: Path, report: BenchReport, chart: bytes | None)
     import io
 
     table = io.StringIO()
-    rows = [asdict(r) for r in report.results]
+    # One CSV row per table row: the timings, or (bench --target ethos-u*) vela's estimates.
+    rows = [
+        {k: ";".join(v) if isinstance(v, list) else v for k, v in asdict(r).items()}
+        for r in report.results or report.npu
+    ]
     writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else ["artifact"])
     writer.writeheader()
     writer.writerows(rows)

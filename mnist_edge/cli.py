@@ -340,7 +340,9 @@ def bench(
             "-t",
             help="A device preset instead of --runtime: `cpu` = litert (XNNPACK) and "
             "onnxruntime on every core; `embedded` = litert-ref and onnxruntime, 1 thread; "
-            "`mcu` = tflm, with its arena and flash.",
+            "`mcu` = tflm, with its arena and flash; `ethos-u55-128` (and every Ethos-U "
+            "configuration vela knows) = vela's estimates for that NPU, nothing timed, beside "
+            "the Cortex-M55 firmware's measurements of the same bytes (needs the [npu] extra).",
         ),
     ] = None,
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per row.")] = options.DEFAULT_RUNS,
@@ -381,7 +383,9 @@ def bench(
     Every runtime, thread count and batch size gets a row; `-r all` adds the Keras baseline
     (direct call and model.predict) and each row's speed-up over it. Writes bench.json,
     bench.csv and bench.png. Examples: `mnist-edge bench`,
-    `mnist-edge bench -r all --threads 1,2 --batch-sizes 1,64`, `mnist-edge bench --target mcu`
+    `mnist-edge bench -r all --threads 1,2 --batch-sizes 1,64`, `mnist-edge bench --target mcu`,
+    `mnist-edge bench --target ethos-u55-128` (vela's estimates, labelled so; default model:
+    the int8 export for a device)
     """
     from mnist_edge.bench import bench as bench_exports
     from mnist_edge.render import bench_table

@@ -18,6 +18,7 @@ from mnist_edge.cli_options import (
     Engine,
     JsonOption,
     Kernels,
+    Npu,
     ProofCpu,
     ProofPlatform,
     emit,
@@ -92,6 +93,14 @@ def bundle(
             file_okay=False,
         ),
     ] = None,
+    npu: Annotated[
+        list[Npu] | None,
+        typer.Option(
+            help="Also compile the model with Arm's vela for this Ethos-U NPU (repeatable, "
+            "e.g. ethos-u55-128; the [npu] extra): npu/<npu>/, and vela's estimate in the "
+            "manifest (an estimate: no NPU runs here)."
+        ),
+    ] = None,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -119,6 +128,7 @@ def bundle(
         prove_images=prove_images,
         engines=every(engine or [Engine("all")], options.FIRMWARE_ENGINES),
         sources=sources,
+        npu=[n.value for n in npu or []],
     )
     emit(result, bundle_table, as_json)
 

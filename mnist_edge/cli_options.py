@@ -33,6 +33,7 @@ ProofPlatform = _choices("ProofPlatform", options.PROOF_PLATFORMS)
 ProofCpu = _choices("ProofCpu", options.PROOF_CPUS)
 Kernels = _choices("Kernels", [*options.FIRMWARE_KERNELS, "all"])
 Engine = _choices("Engine", [*options.FIRMWARE_ENGINES, "all"])
+Npu = _choices("Npu", options.NPU_TARGETS)
 
 
 def int_list(value: str, option: str) -> list[int]:

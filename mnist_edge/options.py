@@ -53,11 +53,36 @@ DEFAULT_TOLERANCE_PP = 0.5
 DEFAULT_RUNS = 1000
 DEFAULT_WARMUP = 50
 DEFAULT_BATCH_SIZES = (1, 64)
+# --target ethos-u*: Arm's Ethos-U NPU configurations (`vela --help`, --accelerator-config), each
+# compiled with vela's Arm/vela.ini and the system config and memory mode vela itself defaults
+# to for that NPU, named here so every figure says what it assumed. Nothing runs: no emulator of
+# the NPU is reachable, so their rows are vela's estimates (mnist_edge.npu), never timings.
+NPU_TARGETS: dict[str, tuple[str, str]] = {
+    **{
+        f"ethos-u55-{macs}": ("Ethos_U55_High_End_Embedded", "Shared_Sram")
+        for macs in (32, 64, 128, 256)
+    },
+    **{
+        f"ethos-u65-{macs}": ("Ethos_U65_Client_Server", "Dedicated_Sram_384KB")
+        for macs in (256, 512)
+    },
+    **{
+        f"ethos-u85-{macs}": ("Ethos_U85_SYS_DRAM_Mid", "Dedicated_Sram_384KB")
+        for macs in (128, 256, 512, 1024, 2048)
+    },
+}
+NPU_CONFIG_FILE = "Arm/vela.ini"  # one of `vela --list-config-files`
+NPU_BASIS = "estimate (vela)"  # what every NPU figure is: vela's, no NPU ran
+# The CPU an Ethos-U55 is paired with: its firmware's measured figures (firmware.json, same
+# model bytes) are shown beside the NPU's estimates.
+NPU_HOST_CPU = "cortex-m55"
 # --target presets: the runtimes such a device runs, and its threads (None: every core).
 BENCH_TARGETS: dict[str, tuple[tuple[str, ...], int | None]] = {
     "cpu": (("litert", "onnxruntime"), None),  # a desktop or server: XNNPACK, all cores
     "embedded": (("litert-ref", "onnxruntime"), 1),  # a small Linux board without XNNPACK
     "mcu": (("tflm",), 1),  # a microcontroller: TFLM, one image at a time
+    # an Ethos-U NPU: no runtime runs, vela compiles and estimates (NPU_TARGETS)
+    **{name: ((), 1) for name in NPU_TARGETS},
 }
 
 # predict
@@ -69,7 +94,16 @@ DEFAULT_C_NAME = "g_model"
 
 # firmware: the CPUs (one row each in firmware/boards.py, which a test keeps equal to this) and
 # the kernels TFLM is built with.
-FIRMWARE_CPUS = ("cortex-m0", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
+FIRMWARE_CPUS = (
+    "cortex-m0",
+    "cortex-m3",
+    "cortex-m4",
+    "cortex-m7",
+    "cortex-m33",
+    "cortex-m55",
+    "rv32imc",  # RISC-V on a HiFive1 (the C engine only: TFLM's C++ has no RISC-V runtime here)
+    "rv32imac",
+)
 FIRMWARE_KERNELS = ("reference", "cmsis-nn")
 # tflm: the interpreter; codegen: the model compiled to C with a static memory plan (CMSIS-NN).
 FIRMWARE_ENGINES = ("tflm", "codegen")

@@ -171,8 +171,99 @@ OVERHEAD_NOTE = (
 )
 
 
+NPU_COLUMNS = (
+    "artifact",
+    "target",
+    "basis",
+    "cycles",
+    "NPU cycles",
+    "time µs",
+    "instructions",
+    "SRAM/RAM B",
+    "flash B",
+    "operators",
+)
+
+
+def npu_rows(report: BenchReport) -> list[list[str]]:
+    """bench --target ethos-u*: vela's estimates, then the Cortex-M55 firmware's measurements of
+    the same bytes (QEMU counts instructions, not cycles), one row each, labelled."""
+    rows = []
+    for e in report.npu:
+        mapped = e.npu_operators > 0  # else vela compiled nothing: no NPU figure to show
+        ops = f"{e.npu_operators}/{e.model_operators} on the NPU"
+        if e.cpu_operators:
+            ops += f"; CPU: {', '.join(e.cpu_operators)}"
+        weights = e.off_chip_flash_bytes or e.dram_bytes
+        rows.append(
+            [
+                e.artifact,
+                e.accelerator,
+                e.basis,
+                f"{e.cycles_total:,}" if mapped else "–",
+                f"{e.cycles_npu:,}" if mapped else "–",
+                f"{e.inference_us:,.1f} @ {e.clock_hz / 1e6:,.0f} MHz" if mapped else "–",
+                "–",
+                f"{e.sram_bytes:,}" if mapped else "–",
+                (f"{weights:,}" + (" (DRAM)" if e.dram_bytes else "")) if mapped else "–",
+                ops,
+            ]
+        )
+    for f in report.firmware:
+        rows.append(
+            [
+                f.artifact,
+                f"{f.cpu} {f.engine} {f.kernels}",
+                "measured (firmware, QEMU)",
+                "–",
+                "–",
+                "–",
+                "–"
+                if f.instructions_per_inference is None
+                else f"{f.instructions_per_inference:,}",
+                f"{f.ram_bytes:,}",
+                f"{f.flash_bytes:,}",
+                "all on the CPU",
+            ]
+        )
+    return rows
+
+
+def npu_notes(report: BenchReport) -> list[str]:
+    """What the NPU rows assumed and are: vela's estimates, and what vela made of each model."""
+    s = report.settings
+    notes = [
+        f"Estimates, not measurements: vela {e.vela_version} ({s.get('config_file', '')}, "
+        f"system config {e.system_config}, memory mode {e.memory_mode}); no NPU or emulator of "
+        "one ran. Cycles are the NPU's alone (operators left on the CPU are not in them), time is "
+        f"cycles at the NPU clock. {e.artifact}: {e.model_operators} operators lowered to "
+        f"{e.vela_npu_operations} NPU operations, {e.macs:,} MACs; compiled model "
+        f"{e.compiled_bytes:,} B, SHA-256 {e.compiled_sha256[:16]}…"
+        for e in report.npu
+    ]
+    if report.firmware:
+        notes.append(
+            "Measured rows: the firmware in QEMU (firmware/firmware.json, same model bytes), "
+            "which counts instructions, not cycles; flash includes the code."
+        )
+    else:
+        notes.append(
+            "No Cortex-M55 firmware run of these bytes to show beside the estimates: "
+            "`mnist-edge firmware --cpu cortex-m55` measures one."
+        )
+    return notes
+
+
 def bench_table(report: BenchReport) -> Group:
-    """Latency, throughput, MAC rate against the roofline, speed-up over Keras; the machine."""
+    """Latency, throughput, MAC rate against the roofline, speed-up over Keras; the machine.
+    For an Ethos-U target: vela's estimates, labelled, beside the Cortex-M55 firmware's figures."""
+    if report.npu and not report.results:
+        npu = Table(title=f"{report.target}: vela's estimates (no NPU ran)")
+        for column in NPU_COLUMNS:
+            npu.add_column(column, justify="left" if column in NPU_COLUMNS[:3] else "right")
+        for row in npu_rows(report):
+            npu.add_row(*row)
+        return Group(npu, *npu_notes(report))
     m = report.machine
     features = ", ".join(m.features) or "none detected"
     table = Table(title=f"{m.cpu} ({m.arch}, {m.cores} cores; {features})")
@@ -332,6 +423,15 @@ def bundle_table(result: BundleResult) -> Table | Group:
         )
     for why in result.not_bundled:
         table.add_row("not bundled", why)
+    for n in result.npu:
+        cpu = ", ".join(n.cpu_operators) or "none"
+        table.add_row(
+            f"NPU {n.accelerator}",
+            f"{n.basis}: {n.cycles_total:,} cycles ({n.inference_us:,.1f} µs at "
+            f"{n.clock_hz / 1e6:,.0f} MHz), SRAM {n.sram_bytes:,} B, {n.npu_operators}/"
+            f"{n.model_operators} operators on the NPU (CPU: {cpu}); npu/{n.accelerator}/ "
+            "(not verified on a device)",
+        )
     files = [f.name for f in result.files if "/" not in f.name]
     folders = sorted({f.name.split("/")[0] + "/" for f in result.files if "/" in f.name})
     table.add_row("files", ", ".join([*files, *folders, "manifest.json"]))
@@ -459,7 +559,8 @@ def firmware_table(report) -> Group:
 
 
 def firmware_splits(report) -> list[str]:
-    """Each configuration's flash and RAM by role (engine or harness), and TFLM's by component."""
+    """Each configuration's flash and RAM by role (engine or harness), TFLM's flash by
+    component, and the instructions per layer of the profiled inference."""
     lines = []
     for r in report.results:
         if r.engine_flash is not None and r.engine_ram is not None:
@@ -472,4 +573,13 @@ def firmware_splits(report) -> list[str]:
         if r.flash is not None:
             parts = ", ".join(f"{name} {value:,}" for name, value in asdict(r.flash).items())
             lines.append(f"{r.label} flash: {parts}")
+        if r.layers:
+            parts = ", ".join(f"{layer.name} {layer.instructions:,}" for layer in r.layers)
+            total = sum(layer.instructions for layer in r.layers)
+            median = r.instructions_per_inference
+            lines.append(
+                f"{r.label} instructions per layer (test image {r.layers_image}, profiled): "
+                f"{parts}; together {total:,}"
+                + (f" of {median:,} per inference" if median is not None else "")
+            )
     return lines

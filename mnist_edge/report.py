@@ -175,14 +175,26 @@ def _bench_section(bench: BenchReport, context: Context) -> tuple[str, str, int]
         for r in bench.results
     ]
     header = ["artifact", "runtime", "threads", "batch", "p50 µs", "p99 µs", "invoke p50 µs"]
-    html = (
-        f"<p>{escape(machine.cpu)} ({machine.arch}, {machine.cores} cores; "
-        f"{escape(', '.join(machine.features))}).</p>"
-        + _img(charts.bench_chart(bench.results), "benchmark chart")
-        + _html_table([*header, "+call µs", "images/s"], rows)
-        + f"<p>{escape(OVERHEAD_NOTE)}.</p>"
-    )
-    return "Benchmark", html, 1
+    html, pictures = "", 0
+    if bench.results:
+        html = (
+            f"<p>{escape(machine.cpu)} ({machine.arch}, {machine.cores} cores; "
+            f"{escape(', '.join(machine.features))}).</p>"
+            + _img(charts.bench_chart(bench.results), "benchmark chart")
+            + _html_table([*header, "+call µs", "images/s"], rows)
+            + f"<p>{escape(OVERHEAD_NOTE)}.</p>"
+        )
+        pictures = 1
+    if bench.npu:  # bench --target ethos-u*: vela's estimates, never timings
+        from mnist_edge.render import NPU_COLUMNS, npu_notes, npu_rows
+
+        html += (
+            f"<p><b>{escape(str(bench.target))}: estimates by Arm's vela compiler, not "
+            "measurements</b> (no NPU or emulator of one ran).</p>"
+            + _html_table(list(NPU_COLUMNS), npu_rows(bench))
+            + "".join(f"<p>{escape(note)}</p>" for note in npu_notes(bench))
+        )
+    return "Benchmark", html, pictures
 
 
 def _device_section(bundle: BundleResult, context: Context) -> tuple[str, str, int]:

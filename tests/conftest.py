@@ -54,6 +54,10 @@ def pytest_collection_modifyitems(items):
 TOOL_PACKAGES = {
     "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev",
     "qemu-system-arm": "qemu-system-arm",
+    "riscv64-unknown-elf-gcc": "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf",
+    "qemu-system-riscv32": "qemu-system-misc",
+    "cmake": "cmake",
+    "ctest": "cmake",
     "qemu-aarch64-static": "qemu-user-static",
     "qemu-aarch64": "qemu-user-static",
     "apt-get": "apt",

@@ -1,9 +1,11 @@
 """The C engine on the device: the quick int8 model compiled to C with CMSIS-NN, built without
-TFLM for Cortex-M4 (CMSIS-NN's DSP path) and Cortex-M0 (its plain-C path, on a micro:bit's 16 KB
-of RAM), run in QEMU on images read from the host, and checked bit for bit against host TFLM.
+TFLM for Cortex-M4 (CMSIS-NN's DSP path), Cortex-M0 (its plain-C path, on a micro:bit's 16 KB
+of RAM) and RISC-V (rv32imc, plain C, on a HiFive1's 16 KB), run in QEMU on images read from the
+host, checked bit for bit against host TFLM, with each step's instructions (LAYER lines).
 
-Real arm-none-eabi-gcc, real qemu-system-arm, no mocks. CMSIS-NN comes from the pinned archives
-in ../shared/third_party (or $MNIST_EDGE_FIRMWARE_SOURCES), extracted into the tests' cache.
+Real arm-none-eabi-gcc and riscv64-unknown-elf-gcc, real QEMU, no mocks. CMSIS-NN comes from
+the pinned archives in ../shared/third_party (or $MNIST_EDGE_FIRMWARE_SOURCES), extracted into
+the tests' cache.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.firmware.boards import BOARDS
 from mnist_edge.firmware.build import RESERVED_SECTIONS, elf_sections
 from mnist_edge.firmware.cengine import (
@@ -23,13 +25,18 @@ from mnist_edge.firmware.cengine import (
     build_c_firmware,
     component_of,
     data_files,
+    step_names,
 )
+from mnist_edge.firmware.qemu import LayerLine, parse_uart
 from tests.helpers import SOURCES_DIR, needs_arm_tools, needs_sources
 
 IMAGES = 5
 MODEL = "model_int8_mcu.tflite"
 # TFLM with CMSIS-NN on the same CPU (FIRMWARE.md): the engine calls the same kernels.
 M4_TFLM_CMSIS_NN_INSTRUCTIONS = 6_810_000
+# Skipped without them, failed instead where $CI is set (conftest.py's needs_tools).
+needs_riscv_tools = pytest.mark.needs_tools("riscv64-unknown-elf-gcc", "qemu-system-riscv32")
+EM_RISCV, EF_RISCV_RVC = 243, 0x1  # the ELF header's machine, and its flag for compressed code
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +58,14 @@ def tools():
     from mnist_edge.firmware.sources import prepare_sources
 
     return prepare_sources(SOURCES_DIR), find_toolchain()
+
+
+@pytest.fixture(scope="session")
+def riscv_tools():
+    from mnist_edge.firmware.build import find_toolchain
+    from mnist_edge.firmware.sources import prepare_sources
+
+    return prepare_sources(SOURCES_DIR), find_toolchain("riscv")
 
 
 def _build(images, tools, cpu: str, out: Path, golden=None, **options) -> CFirmwareResult:
@@ -79,6 +94,11 @@ def m4(images, tools, tmp_path_factory) -> CFirmwareResult:
 @pytest.fixture(scope="session")
 def m0(images, tools, tmp_path_factory) -> CFirmwareResult:
     return _build(images, tools, "cortex-m0", tmp_path_factory.mktemp("c-m0"))
+
+
+@pytest.fixture(scope="session")
+def rv32imc(images, riscv_tools, tmp_path_factory) -> CFirmwareResult:
+    return _build(images, riscv_tools, "rv32imc", tmp_path_factory.mktemp("c-rv32imc"))
 
 
 def _multiply_accumulates(elf: Path) -> int:
@@ -117,6 +137,62 @@ def test_engine_fits_the_microbit(m0):
     static = m0.ram.engine_buffers + m0.ram.harness_statics
     assert static + m0.stack_reserved_bytes <= board.data.length
     assert m0.flash.total <= board.code.length
+
+
+@needs_sources
+@needs_riscv_tools
+def test_engine_runs_bit_exact_on_the_hifive1(rv32imc):
+    result, board = rv32imc, BOARDS["rv32imc"]
+    assert result.passed and result.golden_identical == result.golden_count == IMAGES
+    assert result.correct >= IMAGES - 1
+    header = result.elf.read_bytes()[:52]
+    assert int.from_bytes(header[18:20], "little") == EM_RISCV
+    assert int.from_bytes(header[36:40], "little") & EF_RISCV_RVC  # -march=rv32imc
+    # minstret counts instructions exactly under -icount: the calibration loops read exactly.
+    assert "CALIBRATION 4000000 4000000" in result.run.uart.other
+    assert 0 < result.instructions_min <= result.instructions_max
+    # QEMU maps only the HiFive1's 16 KB of RAM: a run that finished touched nothing past it.
+    assert result.ram.total <= board.data.length
+    assert result.ram.engine_buffers + result.ram.harness_statics + 2048 <= board.data.length
+    sections = [s for s in elf_sections(result.elf) if s.name not in RESERVED_SECTIONS]
+    assert result.flash.total == sum(s.size for s in sections if s.loaded)
+    assert result.flash.engine_constants > 90_000 and result.flash.harness < 8_000
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [pytest.param("m4", marks=needs_arm_tools), pytest.param("rv32imc", marks=needs_riscv_tools)],
+)
+@needs_sources
+def test_layer_lines_name_each_step_and_add_up(request, fixture):
+    from mnist_edge.codegen import generate
+
+    result = request.getfixturevalue(fixture)
+    model = request.getfixturevalue("images")[0]
+    steps = step_names(generate(model, MODEL, prefix="mnist_edge").plan)
+    assert [line.name for line in result.layers] == steps
+    assert {line.index for line in result.layers} == {0}  # the first image, profiled
+    first = result.run.uart.images[0]
+    total = sum(line.instructions for line in result.layers)
+    # The profiled inference counts the same work; the hook's calls differ by a few hundred.
+    assert abs(total - first.instructions) < 2_000, (total, first.instructions)
+    assert all(line.instructions > 0 for line in result.layers)
+
+
+def test_tflm_on_riscv_is_refused_in_one_line(exported, mnist, tmp_path):
+    from mnist_edge.firmware import firmware
+
+    with pytest.raises(ModelError, match=r"rv32imc tflm: TFLM is C\+\+.*Debian does not package"):
+        firmware(
+            exported[0] / MODEL,
+            mnist.x_test[:2],
+            mnist.y_test[:2],
+            cpus=["rv32imc"],
+            kernels=["cmsis-nn"],
+            engines=["tflm"],
+            out=tmp_path / "out",
+        )
+    assert not (tmp_path / "out").exists()
 
 
 @needs_sources
@@ -194,6 +270,25 @@ def test_bad_image_arrays_are_one_line(change, match):
     }
     with pytest.raises(MnistEdgeError, match=match):
         data_files(**change(arrays))
+
+
+def test_parse_uart_reads_layer_lines():
+    uart = parse_uart("LAYER 7 conv_0+maxpool_1 610560\nLAYER 7 CONV_2D_0 1677263\n")
+    assert uart.layers == (
+        LayerLine(7, "conv_0+maxpool_1", 610_560),
+        LayerLine(7, "CONV_2D_0", 1_677_263),
+    )
+    with pytest.raises(MnistEdgeError, match="Malformed firmware line: LAYER 7 conv_0"):
+        parse_uart("LAYER 7 conv_0 many\n")
+
+
+def test_riscv_boards_take_their_own_toolchain_and_qemu():
+    board = BOARDS["rv32imc"]
+    assert (board.arch, board.machine, board.qemu) == ("riscv", "sifive_e", "qemu-system-riscv32")
+    assert board.gcc_prefix == "riscv64-unknown-elf-" and board.counter == "minstret"
+    assert (board.data.origin, board.data.length) == (0x80000000, 16 * 1024)
+    assert board.code.origin == 0x20400000 and not board.tflm
+    assert BOARDS["cortex-m4"].qemu == "qemu-system-arm"
 
 
 def test_image_files_are_raw_and_little_endian():

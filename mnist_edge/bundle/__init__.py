@@ -62,6 +62,7 @@ from mnist_edge.options import (
     DEFAULT_C_NAME,
     DEFAULT_GOLDEN,
     DEFAULT_PROOF_IMAGES,
+    NPU_TARGETS,
     PROOF_CPUS,
     PROOF_PLATFORMS,
 )
@@ -75,6 +76,8 @@ from mnist_edge.tensors import NUM_CLASSES, TensorSpec, quantize
 from mnist_edge.verify import load_reference
 
 log = logging.getLogger(__name__)
+
+NPU_DIR = "npu"
 
 LABELS = [str(digit) for digit in range(NUM_CLASSES)]
 TEST_IMAGES = 10_000
@@ -187,9 +190,11 @@ def _write_bundle(
     c_name: str,
     golden: GoldenVectors,
     c_files: dict[str, bytes],
+    npu_files: dict[str, bytes],
 ) -> BundleResult:
     """Write every file of the bundle, the manifest (which lists the others) last. The C
-    engine's folder is staged whole and swapped in first; the rest is one atomic step."""
+    engine's and the NPU's folders are staged whole and swapped in first; the rest is one
+    atomic step."""
     golden_h, golden_cc = golden_data_files(
         golden.inputs, golden.outputs, golden.labels, c_name, result.model
     )
@@ -204,11 +209,12 @@ def _write_bundle(
     if "tflm" in result.engines:
         model_h, model_cc = model_data_files(model_bytes, result.model, c_name, result.arena_bytes)
         payloads |= {"model_data.h": model_h.encode(), "model_data.cc": model_cc.encode()}
-    everything = {**payloads, **c_files}
+    everything = {**payloads, **c_files, **npu_files}
     files = [BundleFile(name, len(p), sha256_bytes(p)) for name, p in sorted(everything.items())]
     result = replace(result, files=files)
     payloads[MANIFEST] = json_bytes(record_payload(result))
-    _swap_folder(out / C_DIR, {name.removeprefix(f"{C_DIR}/"): d for name, d in c_files.items()})
+    for folder, files in ((C_DIR, c_files), (NPU_DIR, npu_files)):
+        _swap_folder(out / folder, {n.removeprefix(f"{folder}/"): d for n, d in files.items()})
     # One step, the manifest renamed last: a folder is never half old, half new.
     write_files_atomic({out / name: payload for name, payload in payloads.items()})
     return result
@@ -234,6 +240,21 @@ def _swap_folder(folder: Path, files: dict[str, bytes]) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _npu(targets, model: Path) -> tuple[dict[str, bytes], list]:
+    """vela's compiled model and estimate for each asked-for Ethos-U configuration: files under
+    npu/<target>/ and the estimates for the manifest (estimates: no NPU ran them)."""
+    if not targets:
+        return {}, []
+    from mnist_edge.npu import compile_for_npu
+
+    files, estimates = {}, []
+    for target in dict.fromkeys(targets):
+        compiled = compile_for_npu(model, target)
+        files[f"{NPU_DIR}/{target}/{compiled.file_name}"] = compiled.model
+        estimates.append(compiled.estimate)
+    return files, estimates
+
+
 def _c_engine(engines, device, vectors, q, tflm_outputs, sources):
     """The C engine's files and summary where it was asked for and can be made; else none,
     and why (asked for alone, a reason is an error: ModelError or MissingDependencyError)."""
@@ -251,8 +272,11 @@ def _c_engine(engines, device, vectors, q, tflm_outputs, sources):
     return files, summary, []
 
 
-def _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines) -> None:
+def _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines, npu):
     """One line for the first option out of range, before any work."""
+    if set(npu) - set(NPU_TARGETS):
+        unknown = ", ".join(sorted(set(npu) - set(NPU_TARGETS)))
+        raise MnistEdgeError(f"Unknown NPU {unknown}: expected one of {', '.join(NPU_TARGETS)}.")
     if not engines or set(engines) - set(ENGINES):
         raise MnistEdgeError(
             f"Unknown engines {', '.join(engines) or 'none'}: expected {', '.join(ENGINES)}."
@@ -346,18 +370,20 @@ def bundle(
     prove_images: int = DEFAULT_PROOF_IMAGES,
     engines: list[str] | tuple[str, ...] = ENGINES,
     sources: Path | None = None,
+    npu: list[str] | tuple[str, ...] = (),
 ) -> BundleResult:
     """Write the device bundle for a .tflite (default the int8 export), checked on TFLM.
 
-    `engines`: tflm (model_data.h/.cc for the interpreter) and codegen (the model compiled to
-    C, c_engine/, built and checked against TFLM here; `sources`: the pinned archives' folder,
-    for CMSIS-NN). With both, a C engine that cannot be made is left out and said why.
+    `engines`: tflm (model_data.h/.cc) and codegen (c_engine/: the model compiled to C, checked
+    against TFLM here; CMSIS-NN from `sources`); with both, a C engine that cannot be made is
+    left out, with the reason. `npu`: Ethos-U configurations to compile for with vela (npu/;
+    its estimates in the manifest, marked as such: no NPU ran them).
 
     `prove`: platforms (options.PROOF_PLATFORMS) to prove the bundle on, their environments
     prepared in the cache on first use; their results go into the manifest. A proof whose
     bundled model did not load is a failed check (CheckFailed, after the bundle is written).
     """
-    _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines)
+    _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines, npu)
     artifacts = Path(artifacts)
     model = Path(model) if model is not None else int8_model(artifacts)
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
@@ -389,6 +415,7 @@ def bundle(
     )
     engines = list(dict.fromkeys(engines))
     c_files, c_summary, left_out = _c_engine(engines, device, vectors, q, outputs["tflm"], sources)
+    npu_files, npu_estimates = _npu(npu, model)
     result = replace(
         result,
         on_target=on_target(artifacts, sha256_bytes(model_bytes)),
@@ -399,8 +426,9 @@ def bundle(
         c_engine=c_summary,
         not_bundled=left_out,
         agreement=[*result.agreement, *([c_summary.host_check] if c_summary else [])],
+        npu=npu_estimates,
     )
-    result = _write_bundle(out, result, model_bytes, c_name, vectors, c_files)
+    result = _write_bundle(out, result, model_bytes, c_name, vectors, c_files, npu_files)
     log.info("Wrote the bundle to %s", out)
     failed = [f"{p.target}: {'; '.join(p.failures)}" for p in result.proven if p.failures]
     if failed:

@@ -70,6 +70,7 @@ def bundle_readme(result: BundleResult, c_name: str) -> str:
         "proofs": proofs,
         "platforms": _platforms(result),
         "c_engine": _c_engine(result),
+        "npu": _npu(result),
     }
     return template("README.md", "mnist_edge.bundle").substitute(fields)
 
@@ -121,4 +122,29 @@ cd {c.folder} && {c.build}
 
 For a microcontroller, add `model.c` and the listed `cmsis-nn/Source` files to your firmware
 with your CPU's flags (CMSIS-NN takes its DSP or Helium path from them).
+"""
+
+
+def _npu(result: BundleResult) -> str:
+    """vela's compilations for Ethos-U NPUs, each stated as the estimate it is."""
+    if not result.npu:
+        return ""
+    rows = "\n".join(
+        f"| {n.accelerator} | `npu/{n.accelerator}/{n.artifact.removesuffix('.tflite')}"
+        f"_vela.tflite` | {n.cycles_total:,} | {n.inference_us:,.1f} µs at "
+        f"{n.clock_hz / 1e6:,.0f} MHz | {n.sram_bytes:,} | {n.npu_operators}/{n.model_operators} "
+        f"| {', '.join(n.cpu_operators) or 'none'} |"
+        for n in result.npu
+    )
+    return f"""
+## Arm Ethos-U NPU (compiled by vela; its figures are estimates)
+
+For an Ethos-U NPU beside the Cortex-M, ship the vela-compiled model, which runs through the NPU
+driver and TFLM's `ETHOSU` operator. No NPU ran it here: every figure below is vela's
+performance estimate ({result.npu[0].basis}, vela {result.npu[0].vela_version}), not a
+measurement, and the compiled model is not verified on a device.
+
+| NPU | model | cycles | time | SRAM B | operators on the NPU | left on the CPU |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
 """

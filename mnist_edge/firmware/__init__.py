@@ -1,4 +1,5 @@
-"""Firmware: the int8 model on Cortex-M microcontrollers, built, run in QEMU and measured.
+"""Firmware: the int8 model on microcontrollers (Cortex-M; RISC-V for the C engine), built, run
+in QEMU and measured.
 
 For each CPU and kernel set this generates a small firmware project (templates/: startup, linker
 script, main.cc, the model and images as C arrays, a Makefile), compiles TensorFlow Lite Micro
@@ -240,7 +241,7 @@ def _configurations(
     for board in boards:
         for name in engines:
             engine = ENGINES[name]
-            if name == "tflm" and host_arena is None:
+            if name == "tflm" and host_arena is None and board.arch == "arm":
                 from mnist_edge.arena import measure_arena
 
                 host_arena = measure_arena(device.data, device.name, device.info).bytes
@@ -324,9 +325,12 @@ def firmware(
     out = Path(out)
     names = [Config(None, board, k, None, None, engine.name).name for engine, board, k in chosen]
     refuse_overwrite([out / FIRMWARE_JSON, *(out / name for name in names)], overwrite)
+    arches = list(dict.fromkeys(board.arch for _, board, _ in chosen))
     try:
-        toolchain = find_toolchain()
-        qemu_version = find_qemu()[1] if run else None
+        toolchains = {arch: find_toolchain(arch) for arch in arches}
+        # The C engine always runs (its images come from the host, a run takes seconds).
+        needed = {b.qemu: None for e, b, _ in chosen if run or e.name == "codegen"}
+        qemu_version = "; ".join(dict.fromkeys(find_qemu(q)[1] for q in needed)) or None
     except MissingDependencyError as exc:
         if not skip_missing_tools:
             raise
@@ -336,7 +340,9 @@ def firmware(
     inputs = _project_inputs(device, np.asarray(images), np.asarray(labels), tree)
     staging = Path(tempfile.mkdtemp(prefix=".firmware-staging-", dir=out))
     try:
-        configs = [(e, Config(inputs, b, k, tree, toolchain, e.name)) for e, b, k in chosen]
+        configs = [
+            (e, Config(inputs, b, k, tree, toolchains[b.arch], e.name)) for e, b, k in chosen
+        ]
         results = [
             _built_and_described(engine, config, staging, run, timeout_s, host_arena)
             for engine, config in configs
@@ -349,7 +355,7 @@ def firmware(
             model_sha256=inputs.model_sha256,
             images=len(images),
             results=tuple(results),
-            toolchain=toolchain.version,
+            toolchain="; ".join(t.version for t in toolchains.values()),
             qemu=qemu_version,
             sources=tree.describe(),
             mnist_edge=__version__,

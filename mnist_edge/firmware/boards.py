@@ -2,9 +2,9 @@
 
 A new board is a new row. The memory maps are QEMU 7.2's (docs/system/arm/mps2.rst and the
 boards' application notes AN386, AN500, AN505, AN547; hw/arm/microbit.c, nrf51_soc.c,
-stm32f100_soc.c); "code" is what a real part would keep in flash, "data" what it would keep in
-RAM. The small boards (micro:bit, STM32VLDISCOVERY) have the real part's flash and RAM: QEMU maps
-nothing past them, so firmware that runs there fits the part.
+stm32f100_soc.c; hw/riscv/sifive_e.c); "code" is what a real part would keep in flash, "data"
+what it would keep in RAM. The small boards (micro:bit, STM32VLDISCOVERY, HiFive1) have the real
+part's flash and RAM: QEMU maps nothing past them, so firmware that runs there fits the part.
 """
 
 from __future__ import annotations
@@ -23,12 +23,20 @@ class Region:
     length: int
 
 
+# What differs between the architectures: the cross compiler's prefix, the make variable that
+# carries it, the QEMU program, and the counter that measures instructions.
+ARCHES = {
+    "arm": ("arm-none-eabi-", "ARM_GCC_PREFIX", "qemu-system-arm", "SysTick"),
+    "riscv": ("riscv64-unknown-elf-", "RISCV_GCC_PREFIX", "qemu-system-riscv32", "minstret"),
+}
+
+
 @dataclass(frozen=True)
 class Board:
-    """A QEMU machine with one Cortex-M CPU, and how to build and measure code for it."""
+    """A QEMU machine with one microcontroller CPU, and how to build and measure code for it."""
 
-    cpu: str  # the name users pass: cortex-m4
-    machine: str  # qemu-system-arm -M
+    cpu: str  # the name users pass: cortex-m4, rv32imc
+    machine: str  # qemu-system-arm (or qemu-system-riscv32) -M
     device: str  # Cortex_DFP device folder and header (Device/ARMCM4/Include/ARMCM4.h)
     cpu_flags: tuple[str, ...]
     code: Region
@@ -47,10 +55,26 @@ class Board:
     tflm: bool = True
     # The C engine's stack reservation: its peak is under 1.2 KB (painted, 10,000 images on M4)
     c_stack_size: int = 2048
+    arch: str = "arm"  # a key of ARCHES: the toolchain, QEMU and the C engine's board files
+
+    @property
+    def gcc_prefix(self) -> str:
+        """The cross compiler's prefix: arm-none-eabi-, riscv64-unknown-elf-."""
+        return ARCHES[self.arch][0]
+
+    @property
+    def qemu(self) -> str:
+        """The QEMU program that emulates the board."""
+        return ARCHES[self.arch][2]
+
+    @property
+    def counter(self) -> str:
+        """What the firmware counts instructions with (SysTick's ticks, minstret)."""
+        return ARCHES[self.arch][3]
 
     @property
     def qemu_args(self) -> tuple[str, ...]:
-        """qemu-system-arm's arguments before `-kernel ELF`."""
+        """The QEMU program's arguments before `-kernel ELF`."""
         return (
             "-M",
             self.machine,
@@ -148,6 +172,31 @@ BOARDS: dict[str, Board] = {
             macs_per_instruction=2,
             description="Arm MPS2 with AN505 (Cortex-M33, TrustZone, FPU, DSP)",
             tflm=False,  # TFLM's firmware is not built for it yet
+        ),
+        *(
+            Board(
+                cpu=isa,
+                machine="sifive_e",
+                device="",
+                # GCC 12 has no rv32imc multilib: rv32imc links rv32im's libc and libgcc (no
+                # compressed instructions in those), rv32imac its own. -march=..._zicsr would
+                # pick a 64-bit multilib: board.c enables Zicsr around its CSR reads instead.
+                cpu_flags=(f"-march={isa}", "-mabi=ilp32"),
+                # HiFive1: 16 MB of SPI flash mapped at 0x20000000; QEMU's reset vector jumps
+                # to 0x20400000, past the 4 MB the bootloader keeps.
+                code=Region("flash", 0x20400000, 12 * MiB),
+                data=Region("DTIM", 0x80000000, 16 * KiB),
+                # minstret counts instructions itself (exactly, under -icount shift=0).
+                instructions_per_tick=1.0,
+                macs_per_instruction=1,  # MUL then ADD, no SIMD (no P extension)
+                description=f"SiFive HiFive1 (FE310: E31 core, run as {isa.upper()}, no FPU)",
+                fpu=False,
+                dsp=False,
+                # TFLM is C++: riscv64-unknown-elf has no libstdc++ nor newlib in Debian.
+                tflm=False,
+                arch="riscv",
+            )
+            for isa in ("rv32imc", "rv32imac")
         ),
     )
 }

@@ -24,13 +24,14 @@ from pathlib import Path
 
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import cache_dir
+from mnist_edge.firmware.boards import ARCHES
 from mnist_edge.firmware.sources import SourceTree, exclusive
 from mnist_edge.processes import stream
 
 log = logging.getLogger(__name__)
 
-ARM_GCC_PREFIX = "arm-none-eabi-"
 TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev"
+RISCV_TOOLCHAIN_PACKAGES = "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf"
 LIBRARY_FORMAT = 1  # bump when the library's layout in the cache changes
 DONE = "library.json"
 FLASH_COMPONENTS = ("model", "images", "tflm_runtime", "kernels", "cmsis_nn", "libc", "app")
@@ -38,39 +39,50 @@ FLASH_COMPONENTS = ("model", "images", "tflm_runtime", "kernels", "cmsis_nn", "l
 
 @dataclass(frozen=True)
 class Toolchain:
-    """arm-none-eabi-gcc and make, as found on PATH."""
+    """A cross gcc (arm-none-eabi-gcc, riscv64-unknown-elf-gcc) and make, as found on PATH."""
 
     gcc: str
     version: str  # first line of `gcc --version`
     make: str
+    # The Makefiles' variable for the compiler's prefix (boards.ARCHES)
+    prefix_variable: str = "ARM_GCC_PREFIX"
 
     def describe(self) -> dict[str, str]:
         return {"gcc": self.version, "path": self.gcc}
 
 
-def _install_hint(what: str) -> str:
-    return f"{what}: install Debian's {TOOLCHAIN_PACKAGES} (apt-get install {TOOLCHAIN_PACKAGES})."
+def _install_hint(what: str, packages: str = TOOLCHAIN_PACKAGES) -> str:
+    return f"{what}: install Debian's {packages} (apt-get install {packages})."
 
 
-def find_toolchain() -> Toolchain:
-    """The cross compiler with newlib and libstdc++ headers, and make; a one-line error if not."""
-    gcc = shutil.which(f"{ARM_GCC_PREFIX}gcc")
+def find_toolchain(arch: str = "arm") -> Toolchain:
+    """The cross compiler with its C library (Arm: newlib and libstdc++'s headers for TFLM;
+    RISC-V: picolibc), and make; a one-line error naming the packages if not."""
+    prefix, variable = ARCHES[arch][:2]
+    packages, libc_file = (
+        (TOOLCHAIN_PACKAGES, "nano.specs")
+        if arch == "arm"
+        else (RISCV_TOOLCHAIN_PACKAGES, "picolibc.specs")
+    )
+    gcc = shutil.which(f"{prefix}gcc")
     if gcc is None:
-        raise MissingDependencyError(_install_hint(f"{ARM_GCC_PREFIX}gcc is not on PATH"))
-    if shutil.which(f"{ARM_GCC_PREFIX}g++") is None:
-        raise MissingDependencyError(_install_hint(f"{ARM_GCC_PREFIX}g++ is not on PATH"))
+        raise MissingDependencyError(_install_hint(f"{prefix}gcc is not on PATH", packages))
+    if arch == "arm" and shutil.which(f"{prefix}g++") is None:
+        raise MissingDependencyError(_install_hint(f"{prefix}g++ is not on PATH", packages))
     specs = subprocess.run(
-        [gcc, "-print-file-name=nano.specs"], capture_output=True, text=True, check=False
+        [gcc, f"-print-file-name={libc_file}"], capture_output=True, text=True, check=False
     ).stdout.strip()
     if not os.path.isabs(specs):  # gcc echoes the bare name when it finds no such file
-        raise MissingDependencyError(_install_hint(f"{gcc} has no newlib (nano.specs)"))
+        raise MissingDependencyError(_install_hint(f"{gcc} has no {libc_file}", packages))
     make = shutil.which("make")
     if make is None:
         raise MissingDependencyError("make is not on PATH: install Debian's make.")
     version = subprocess.run(
         [gcc, "--version"], capture_output=True, text=True, check=False
     ).stdout.splitlines()
-    return Toolchain(gcc=gcc, version=version[0] if version else "unknown", make=make)
+    return Toolchain(
+        gcc=gcc, version=version[0] if version else "unknown", make=make, prefix_variable=variable
+    )
 
 
 def jobs() -> int:
@@ -113,7 +125,7 @@ def make(
     command = [toolchain.make, "-C", str(project), f"-j{jobs()}", *targets]
     command += [f"-o{path}" for path in old]  # taken as up to date, never rebuilt
     command += _assign(variables)
-    command.append(f"ARM_GCC_PREFIX={str(Path(toolchain.gcc).parent)}/{ARM_GCC_PREFIX}")
+    command.append(f"{toolchain.prefix_variable}={toolchain.gcc.removesuffix('gcc')}")
     started = time.perf_counter()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as record:

@@ -1,15 +1,18 @@
 """The C engine on the device: the int8 model compiled to C with CMSIS-NN (mnist_edge.codegen),
-built into a small firmware project without TFLM, C++ or stdio, run in QEMU and measured.
+built into a small firmware project without TFLM, C++ or stdio, run in QEMU and measured, on
+Cortex-M (arm-none-eabi-gcc, newlib's mem*) and on RISC-V (riscv64-unknown-elf-gcc, picolibc's).
 
-The project is templates/c/ (startup.c, board.c and board.h, board.ld, main.c, a Makefile)
-plus the generator's model.c and model.h, and the test images as raw files the firmware reads
-from the host through semihosting, so they take no flash and all 10,000 can run:
+The project is templates/c/ (startup.c, board.c and board.h, board.ld, main.c, a Makefile;
+RISC-V boards take riscv-*'s startup.c, board.c, board.ld and Makefile) plus the generator's
+model.c and model.h, and the test images as raw files the firmware reads from the host through
+semihosting, so they take no flash and all 10,000 can run:
 
     result = build_c_firmware(model, "model_int8_mcu.tflite", board_for("cortex-m0"), out,
                               inputs, golden, labels, prepare_sources(), find_toolchain(), 600)
 
 `make` and `make run` in the folder rebuild and rerun it on their own. The firmware prints the
-TFLM firmware's protocol (qemu.py), with the engine's buffer bytes as "arena".
+TFLM firmware's protocol (qemu.py), with the engine's buffer bytes as "arena", and a LAYER line
+per step of model.c (a layer, or layers fused into one loop) for the first image.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 from mnist_edge import __version__
 from mnist_edge.codegen import generate
 from mnist_edge.codegen.graph import refuse_unsupported
+from mnist_edge.codegen.plan import MemoryPlan, StreamStage
 from mnist_edge.device import DeviceModel
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.files import sha256_file, write_files_atomic
@@ -37,10 +41,10 @@ from mnist_edge.firmware.build import (
 )
 from mnist_edge.firmware.configs import Config, checked
 from mnist_edge.firmware.project import render
-from mnist_edge.firmware.qemu import QemuRun, qemu_command, run_firmware
+from mnist_edge.firmware.qemu import LayerLine, QemuRun, qemu_command, run_firmware
 from mnist_edge.firmware.sources import SOURCE_BY_NAME, SourceTree
 from mnist_edge.model_info import count_macs
-from mnist_edge.records import EngineFlash, EngineRam, FirmwareResult
+from mnist_edge.records import EngineFlash, EngineRam, FirmwareResult, LayerCost
 
 STACK_SIZE = 2048  # reserved at the top of RAM; the C engine's peak is under 1 KB
 ELF = "firmware.elf"
@@ -48,8 +52,10 @@ PREFIX = "mnist_edge"
 ENGINE, HARNESS = "engine", "harness"
 CODE_SECTIONS = (".text", ".ARM.exidx")  # the rest of flash is constants and .data's values
 TEMPLATES = ("startup.c", "board.c", "board.h", "board.ld", "main.c", "Makefile")
-# SysTick must tick once per this many instructions, within this tolerance, or QEMU did not
-# count instructions (no -icount) and the figures would be meaningless.
+# The files a RISC-V board has of its own (templates/c/riscv-NAME); the rest are shared.
+RISCV_TEMPLATES = ("startup.c", "board.c", "board.ld", "Makefile")
+# The counter (SysTick, minstret) must tick once per the board's instructions_per_tick, within
+# this tolerance, or QEMU did not count instructions (no -icount): the figures would be meaningless.
 CALIBRATION_TOLERANCE = 0.02
 
 _CALIBRATION = re.compile(r"^CALIBRATION (\d+) (\d+)$")
@@ -75,6 +81,7 @@ class CFirmwareResult:
     stack_reserved_bytes: int
     flash: EngineFlash
     ram: EngineRam
+    layers: tuple[LayerLine, ...]  # each step of the first image's profiled inference
     exit_status: int  # QEMU's: 0 when every output matched its golden one, 1 when one did not
     build_seconds: float
     run_seconds: float
@@ -101,16 +108,35 @@ FPU_ENABLE = """\
 NO_FPU = "    /* No FPU on this core: nothing to enable (writing CPACR would fault). */"
 
 
+def step_names(plan: MemoryPlan) -> list[str]:
+    """model.c's steps, named by their layers ("conv_0+maxpool_1"), in the generator's order
+    (a streamed pair is two steps: producer, consumer)."""
+    names = []
+    for stage in plan.stages:
+        parts = (stage.producer, stage.consumer) if isinstance(stage, StreamStage) else (stage,)
+        names += ["+".join(layer.name for layer in part.layers) for part in parts]
+    if len(names) != len(plan.steps):
+        raise MnistEdgeError(f"Named {len(names)} steps of a plan that has {len(plan.steps)}.")
+    return names
+
+
+def _template(board: Board, name: str) -> str:
+    own = board.arch == "riscv" and name in RISCV_TEMPLATES
+    return f"c/riscv-{name}" if own else f"c/{name}"
+
+
 def c_project_files(
     engine_files: dict[str, bytes],
     cmsis_nn_sources: tuple[str, ...],
+    steps: list[str],
     board: Board,
     model_name: str,
     cmsis_nn: Path,
     stack_size: int = STACK_SIZE,
 ) -> dict[str, bytes]:
     """Every source file of the project: the templates filled in for the board, and the
-    generated engine (model.c, model.h); `cmsis_nn` is the Makefile's default CMSIS_NN."""
+    generated engine (model.c, model.h); `steps` names model.c's steps (step_names),
+    `cmsis_nn` is the Makefile's default CMSIS_NN."""
     values = {
         "version": __version__,
         "cpu": board.cpu,
@@ -132,9 +158,12 @@ def c_project_files(
         "cmsis_nn": str(cmsis_nn),
         "cmsis_nn_commit": SOURCE_BY_NAME["CMSIS-NN"].commit[:12],
         "cmsis_nn_sources": " \\\n".join(f"  {path}" for path in cmsis_nn_sources),
+        "qemu": board.qemu,
         "qemu_args": " ".join(board.qemu_args),
+        "step_count": len(steps),
+        "step_names": ",\n".join(f'    "{name}"' for name in steps),
     }
-    files = {name: render(f"c/{name}", values).encode() for name in TEMPLATES}
+    files = {name: render(_template(board, name), values).encode() for name in TEMPLATES}
     return {**files, **engine_files}
 
 
@@ -246,7 +275,7 @@ def _check_run(run: QemuRun, board: Board) -> None:
     ratio = instructions / max(ticks, 1)
     if abs(ratio / board.instructions_per_tick - 1) > CALIBRATION_TOLERANCE:
         raise MnistEdgeError(
-            f"{label}: SysTick ticked once per {ratio:.2f} instructions, expected "
+            f"{label}: {board.counter} ticked once per {ratio:.2f} instructions, expected "
             f"{board.instructions_per_tick:g}: was QEMU run without -icount shift=0?"
         )
 
@@ -276,7 +305,13 @@ def write_c_project(
             f"outputs of {golden_bytes}."
         )
     files = c_project_files(
-        engine.files, engine.cmsis_sources, board, model_name, cmsis_nn, stack_size
+        engine.files,
+        engine.cmsis_sources,
+        step_names(engine.plan),
+        board,
+        model_name,
+        cmsis_nn,
+        stack_size,
     )
     files |= images
     project.mkdir(parents=True, exist_ok=True)
@@ -340,6 +375,7 @@ def build_c_firmware(
         stack_reserved_bytes=stack_size,
         flash=flash,
         ram=EngineRam(engine_static, summary.stack_peak_bytes, harness_static),
+        layers=run.uart.layers,
         exit_status=run.returncode,
         build_seconds=build_seconds,
         run_seconds=run.seconds,
@@ -437,4 +473,6 @@ def _result(config: Config, built: CFirmwareResult) -> FirmwareResult:
         engine="codegen",
         engine_flash=built.flash,
         engine_ram=built.ram,
+        layers=[LayerCost(line.name, line.instructions) for line in built.layers],
+        layers_image=built.layers[0].index if built.layers else None,
     )

@@ -6,6 +6,7 @@ generated project):
     OUT <test-index> <o0> ... <o9>
     INSTR <test-index> <instructions>
     RESULT golden <identical>/<count> correct <k>/<n> arena <arena_used_bytes> stack <peak bytes>
+    LAYER <test-index> <name> <instructions>    one per layer (or step), of one profiled inference
 
 and exits through semihosting with 0 when every output matched its golden vector, else 1.
 """
@@ -25,15 +26,17 @@ from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.firmware.boards import Board
 
 QEMU = "qemu-system-arm"
+# The Debian package of each QEMU program the boards use
+QEMU_PACKAGES = {"qemu-system-arm": "qemu-system-arm", "qemu-system-riscv32": "qemu-system-misc"}
 
 
-def find_qemu() -> tuple[str, str]:
-    """qemu-system-arm's path and version line; a one-line error naming the package if absent."""
-    path = shutil.which(QEMU)
+def find_qemu(program: str = QEMU) -> tuple[str, str]:
+    """A QEMU program's path and version line; a one-line error naming the package if absent."""
+    path = shutil.which(program)
     if path is None:
+        package = QEMU_PACKAGES.get(program, program)
         raise MissingDependencyError(
-            f"{QEMU} is not on PATH: install Debian's qemu-system-arm "
-            "(apt-get install qemu-system-arm)."
+            f"{program} is not on PATH: install Debian's {package} (apt-get install {package})."
         )
     done = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     lines = done.stdout.splitlines()
@@ -46,6 +49,15 @@ class ImageRecord:
 
     index: int
     outputs: tuple[int, ...]
+    instructions: int
+
+
+@dataclass(frozen=True)
+class LayerLine:
+    """A LAYER line: the instructions one layer (or fused step) of a profiled inference took."""
+
+    index: int  # the test image's
+    name: str
     instructions: int
 
 
@@ -68,6 +80,7 @@ class Uart:
     images: tuple[ImageRecord, ...]
     summary: Summary | None
     other: tuple[str, ...]  # lines outside the protocol: TFLM's log, ERROR and FAULT lines
+    layers: tuple[LayerLine, ...] = ()  # in the order printed
 
     @property
     def error(self) -> str | None:
@@ -81,6 +94,7 @@ class Uart:
 _INT = r"(-?\d+)"
 _OUT = re.compile(rf"^OUT (\d+)((?: {_INT})+)$")
 _INSTR = re.compile(r"^INSTR (\d+) (\d+)$")
+_LAYER = re.compile(r"^LAYER (\d+) (\S+) (\d+)$")
 _RESULT = re.compile(r"^RESULT golden (\d+)/(\d+) correct (\d+)/(\d+) arena (\d+) stack (\d+)$")
 
 
@@ -91,7 +105,7 @@ def parse_uart(text: str, classes: int = 10) -> Uart:
     instructions: dict[int, int] = {}
     order: list[int] = []
     summary = None
-    other = []
+    other, layers = [], []
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
@@ -107,7 +121,9 @@ def parse_uart(text: str, classes: int = 10) -> Uart:
             instructions[int(match.group(1))] = int(match.group(2))
         elif match := _RESULT.match(line):
             summary = Summary(*(int(g) for g in match.groups()))
-        elif line.startswith(("OUT ", "INSTR ", "RESULT ")):
+        elif match := _LAYER.match(line):
+            layers.append(LayerLine(int(match.group(1)), match.group(2), int(match.group(3))))
+        elif line.startswith(("OUT ", "INSTR ", "RESULT ", "LAYER ")):
             raise MnistEdgeError(f"Malformed firmware line: {line}")
         else:
             other.append(line)
@@ -120,6 +136,7 @@ def parse_uart(text: str, classes: int = 10) -> Uart:
         images=tuple(ImageRecord(i, outputs[i], instructions[i]) for i in order),
         summary=summary,
         other=tuple(other),
+        layers=tuple(layers),
     )
 
 
@@ -135,13 +152,14 @@ class QemuRun:
     seconds: float
 
 
-def qemu_command(board: Board, elf: Path, qemu: str = QEMU) -> list[str]:
-    """The command line that runs the ELF on the board, counting instructions."""
-    return [qemu, *board.qemu_args, "-kernel", str(elf)]
+def qemu_command(board: Board, elf: Path, qemu: str | None = None) -> list[str]:
+    """The command line that runs the ELF on the board, counting instructions (`qemu`: the
+    program, the board's own when None)."""
+    return [qemu or board.qemu, *board.qemu_args, "-kernel", str(elf)]
 
 
 def run_firmware(
-    board: Board, elf: Path, timeout_s: float, qemu: str = QEMU, cwd: Path | None = None
+    board: Board, elf: Path, timeout_s: float, qemu: str | None = None, cwd: Path | None = None
 ) -> QemuRun:
     """Run the ELF in QEMU; MnistEdgeError if it does not finish within timeout_s (a firmware
     whose TFLM aborted can spin forever). `cwd` is QEMU's working directory, where the

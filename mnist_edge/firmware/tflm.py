@@ -38,7 +38,7 @@ from mnist_edge.firmware.project import (
 from mnist_edge.firmware.qemu import QemuRun, qemu_command, run_firmware
 from mnist_edge.firmware.sources import SourceTree
 from mnist_edge.model_info import count_macs
-from mnist_edge.records import EngineFlash, EngineRam, FirmwareResult, FlashSplit
+from mnist_edge.records import EngineFlash, EngineRam, FirmwareResult, FlashSplit, LayerCost
 
 ELF = "firmware.elf"
 ARENA_ALIGNMENT = 16
@@ -55,6 +55,11 @@ class TflmEngine:
 
     def refusal(self, board: Board, device: DeviceModel, host_arena: int) -> str | None:
         """Why this engine cannot run the model on the board, or None."""
+        if board.arch != "arm":
+            return (
+                f"TFLM is C++, and its firmware needs libstdc++ and newlib for {board.gcc_prefix}"
+                "gcc, which Debian does not package (the C engine runs there: --engine codegen)"
+            )
         missing = unsupported_ops(device.info)
         if missing:
             return (
@@ -141,8 +146,10 @@ def _run(board: Board, elf: Path, timeout_s: float, label: str) -> QemuRun:
 def _build(config: Config, project: Path, run: bool, timeout_s: float, host_arena: int | None):
     """Generate the project, build TFLM (cached) and link; when running, first link a sizing
     build that runs one image with the largest arena the board allows: TFLM then says how much
-    arena this CPU and these kernels use, and the firmware shipped gets exactly that. Not
-    running, the host's measure stands in (64-bit: a little more than a 32-bit MCU needs)."""
+    arena this CPU and these kernels use, and the firmware shipped gets exactly that. The
+    sizing build also profiles its image (main.cc's PROFILE_LAYERS): the instructions of each
+    operator, which the firmware shipped does not spend. Not running, the host's measure stands
+    in (64-bit: a little more than a 32-bit MCU needs), and there are no layers."""
     board, label = config.board, config.label
     sizing_arena = _round_up(board.data.length // 2, 1024) if run else host_arena
     files = project_files(config.inputs, board, config.kernels, sizing_arena)
@@ -156,7 +163,7 @@ def _build(config: Config, project: Path, run: bool, timeout_s: float, host_aren
         config.toolchain,
     )
     started = time.perf_counter()
-    arena = sizing_arena
+    arena, layers = sizing_arena, ()
     if run:
         sizing = _link(
             project,
@@ -167,14 +174,15 @@ def _build(config: Config, project: Path, run: bool, timeout_s: float, host_aren
             label,
             build="build-sizing",
             elf="sizing.elf",
-            defines="-DIMAGES_TO_RUN=1",
+            defines="-DIMAGES_TO_RUN=1 -DPROFILE_LAYERS",
         )
         probe = _run(board, sizing.elf, timeout_s, label)
         arena = _round_up(probe.uart.summary.arena_used_bytes, ARENA_ALIGNMENT)
+        layers = probe.uart.layers
         for name, text in model_data(config.inputs, arena).items():
             (project / name).write_bytes(text.encode())
     built = _link(project, board, library, config.tree, config.toolchain, label)
-    return library, built, arena, time.perf_counter() - started
+    return library, built, arena, layers, time.perf_counter() - started
 
 
 NOT_RUN = dict(
@@ -224,7 +232,9 @@ def build_tflm(
     board, inputs, name = config.board, config.inputs, config.name
     project = staging / name
     project.mkdir()
-    library, built, arena, build_seconds = _build(config, project, run, timeout_s, host_arena)
+    library, built, arena, layers, build_seconds = _build(
+        config, project, run, timeout_s, host_arena
+    )
     sizes = measure(built.elf, built.map_file)
     device = _run(board, built.elf, timeout_s, config.label) if run else None
     for leftover in ("build", "build-sizing", "sizing.elf", "sizing.map"):
@@ -268,6 +278,8 @@ def build_tflm(
         build_seconds=round(build_seconds, 1),
         qemu_command=tuple(qemu_command(board, Path(ELF))),
         ran=device is not None,
+        layers=[LayerCost(line.name, line.instructions) for line in layers],
+        layers_image=layers[0].index if layers else None,
         **figures,
     ), device
 

@@ -139,6 +139,43 @@ class CEngine:
 
 
 @dataclass(frozen=True)
+class NpuEstimate:
+    """What Arm's vela compiler estimates for one model on one Ethos-U configuration.
+
+    No NPU ran: every figure is vela's performance model (`basis` says so). Cycles cover the NPU's
+    work only: operators left on the CPU (`cpu_operators`) are not in them.
+    """
+
+    artifact: str
+    model_sha256: str
+    accelerator: str  # vela's --accelerator-config, e.g. ethos-u55-128
+    system_config: str  # from vela's config file, e.g. Ethos_U55_High_End_Embedded
+    memory_mode: str  # e.g. Shared_Sram
+    clock_hz: int  # the system config's NPU clock
+    cycles_total: int
+    cycles_npu: int  # the compute alone; the rest of cycles_total waits on memory
+    inference_us: float  # cycles_total at clock_hz
+    sram_bytes: int
+    off_chip_flash_bytes: int
+    dram_bytes: int
+    weights_area: str  # where the system config keeps the weights: "Off-chip Flash", "DRAM"
+    model_operators: int  # the model's operators ...
+    npu_operators: int  # ... those vela moved into the NPU's custom operator ...
+    cpu_operators: list[str]  # ... and those it left to the CPU, in execution order
+    vela_npu_operations: int  # vela's own count, after it lowers operators (a softmax is many)
+    macs: int  # as vela counts them
+    compiled_bytes: int  # the compiled .tflite (an ethos-u custom operator)
+    compiled_sha256: str
+    vela_version: str
+    basis: str = "estimate (vela)"
+
+    @property
+    def fully_mapped(self) -> bool:
+        """Every operator of the model runs on the NPU."""
+        return not self.cpu_operators
+
+
+@dataclass(frozen=True)
 class BundleResult:
     """Everything the bundle states; manifest.json is this, less the output folder."""
 
@@ -176,6 +213,8 @@ class BundleResult:
     engines: list[str] = field(default_factory=lambda: ["tflm"])
     c_engine: CEngine | None = None
     not_bundled: list[str] = field(default_factory=list)  # engines left out, and why
+    # vela's compilations for Ethos-U NPUs (npu/): estimates, never verified on a device
+    npu: list[NpuEstimate] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------- firmware.json
@@ -225,6 +264,16 @@ class EngineRam:
 
 
 @dataclass(frozen=True)
+class LayerCost:
+    """The instructions one layer took in a profiled inference on the device: TFLM's operator
+    ("CONV_2D_0": its kind and index in the model), or one of the C engine's steps, named by
+    the layers it runs ("conv_0+maxpool_1": fused into one loop)."""
+
+    name: str
+    instructions: int
+
+
+@dataclass(frozen=True)
 class FirmwareResult:
     """One CPU × engine × kernels configuration: built, run, checked, measured."""
 
@@ -268,6 +317,11 @@ class FirmwareResult:
     engine: str = "tflm"  # tflm (the interpreter) or codegen (the model compiled to C)
     engine_flash: EngineFlash | None = None
     engine_ram: EngineRam | None = None
+    # Per layer, in order, of one profiled inference of test image `layers_image`: TFLM's in
+    # its one-image sizing build (a MicroProfilerInterface), the C engine's an extra, untimed
+    # inference (model.c's step hook). Empty when not run.
+    layers: list[LayerCost] = field(default_factory=list)
+    layers_image: int | None = None  # that image's test index
 
     @property
     def label(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnist_edge.records.device import Agreement, OnTarget
+from mnist_edge.records.device import Agreement, NpuEstimate, OnTarget
 
 
 @dataclass(frozen=True)
@@ -251,3 +251,5 @@ class BenchReport:
     unsupported: list[Unsupported] = field(default_factory=list)
     # --target mcu: what a firmware run of the benchmarked model measured on each CPU × kernels
     firmware: list[OnTarget] = field(default_factory=list)
+    # --target ethos-u*: vela's estimates for each model on that NPU (no NPU ran)
+    npu: list[NpuEstimate] = field(default_factory=list)

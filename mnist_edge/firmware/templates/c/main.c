@@ -2,6 +2,8 @@
  * and prints through board_write():
  *   OUT <test-index> <o0> ... <o9>      the int8 output of each image
  *   INSTR <test-index> <instructions>   instructions executed by ${prefix}_infer()
+ *   LAYER <test-index> <step> <instr>   instructions of each of model.c's steps, for the first
+ *                                       image (an extra, profiled inference before its own)
  *   CALIBRATION <instructions> <ticks>  the instruction counter's calibration (board.c)
  *   RESULT golden <identical>/<count> correct <k>/<n> arena <engine buffer bytes> stack <peak bytes>
  * then exits with 0 when every output equals the golden one (host TFLM's) bit for bit, 1 when
@@ -35,6 +37,18 @@ static const uint32_t record_bytes[FILE_COUNT] = {INPUT_BYTES, OUTPUT_BYTES, 1, 
 static int8_t input[INPUT_BYTES] __attribute__((aligned(4)));
 static int8_t output[OUTPUT_BYTES] __attribute__((aligned(4)));
 static int8_t golden[OUTPUT_BYTES];
+
+/* model.c's steps, as its comments number them: a layer, or layers fused into one loop. */
+#define STEP_COUNT ${step_count}
+static const char *const step_names[STEP_COUNT] = {
+${step_names}
+};
+
+/* The step hook's record: instruction-counter ticks per step, while `profiling` is set. */
+static uint64_t step_ticks[STEP_COUNT];
+static uint64_t step_started;
+static int current_step = -1;
+static int profiling;
 
 static char *append_text(char *at, const char *text)
 {
@@ -113,6 +127,54 @@ static int32_t open_files(int handles[FILE_COUNT])
     return count;
 }
 
+/* Called by model.c before each step (the Makefile defines ${prefix_upper}_STEP_HOOK as this).
+ * The ticks from here to the next call, or to the end of the inference, are the step's; the
+ * hook's own work between its two counter reads is not. Outside the profiled inference it
+ * returns at once: the timed inferences pay a call and a test per step, nothing more. */
+void ${prefix}_step_hook(int step, int8_t *arena);
+
+void ${prefix}_step_hook(int step, int8_t *arena)
+{
+    (void)arena;
+    if (!profiling || step < 0 || step >= STEP_COUNT) {
+        return;
+    }
+    const uint64_t now = board_ticks();
+    if (current_step >= 0) {
+        step_ticks[current_step] += now - step_started;
+    }
+    current_step = step;
+    step_started = board_ticks();
+}
+
+/* One inference with the step hook recording, then a LAYER line per step; 0, or the failed
+ * step + 1 (as ${prefix}_infer returns it). */
+static int profile_image(uint32_t index)
+{
+    char line[48];
+
+    for (int s = 0; s < STEP_COUNT; ++s) {
+        step_ticks[s] = 0;
+    }
+    current_step = -1;
+    profiling = 1;
+    const int step = ${prefix}_infer(input, output);
+    const uint64_t end = board_ticks();
+    profiling = 0;
+    if (current_step >= 0) {
+        step_ticks[current_step] += end - step_started;
+    }
+    for (int s = 0; s < STEP_COUNT && step == 0; ++s) {
+        *append_text(append_uint(append_text(line, "LAYER "), index), " ") = '\0';
+        board_write(line);
+        board_write(step_names[s]); /* any length: written as it is */
+        *append_text(append_uint(append_text(line, " "), board_instructions(step_ticks[s])),
+                     "\n") = '\0';
+        board_write(line);
+    }
+    return step;
+}
+
 static void print_image(uint32_t index, uint64_t instructions)
 {
     char line[48 + 5 * OUTPUT_BYTES];
@@ -166,8 +228,10 @@ int main(void)
             board_read(handles[INDICES], &index, 4) != 0) {
             return fail("short read from ", "inputs.bin, golden.bin, labels.bin or indices.bin");
         }
+        /* The first image also runs once profiled, untimed: the LAYER lines. */
+        const int profiled = i == 0 ? profile_image(index) : 0;
         const uint64_t start = board_ticks();
-        const int step = ${prefix}_infer(input, output);
+        const int step = profiled != 0 ? profiled : ${prefix}_infer(input, output);
         const uint64_t ticks = board_ticks() - start;
         if (step != 0) {
             char number[12];

@@ -9,9 +9,7 @@ CMSIS-NN from the pinned archives ($MNIST_EDGE_FIRMWARE_SOURCES or ../shared/thi
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,16 +24,9 @@ from mnist_edge.codegen.graph import read_graph
 from mnist_edge.codegen.plan import LEVELS, MemoryPlan, plan_memory
 from mnist_edge.codegen.quant import quantize_multiplier, softmax_parameters
 from mnist_edge.errors import MissingDependencyError, ModelError
+from tests.helpers import SOURCES_DIR, needs_sources
 
-REPO = Path(__file__).resolve().parents[1]
-SOURCES_DIR = Path(
-    os.environ.get("MNIST_EDGE_FIRMWARE_SOURCES") or REPO.parent / "shared" / "third_party"
-)
 TEST_IMAGES = 10_000
-needs_build = pytest.mark.skipif(
-    not SOURCES_DIR.is_dir() or not (shutil.which("cc") or shutil.which("gcc")),
-    reason=f"needs a C compiler and the pinned source archives in {SOURCES_DIR}",
-)
 
 
 @dataclass(frozen=True)
@@ -157,7 +148,8 @@ def live_overlaps(plan: MemoryPlan, offsets: dict[str, int] | None = None) -> li
     return found
 
 
-@needs_build
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
 def test_bit_identical_with_tflm_on_every_test_image(mcu, sources):
     from mnist_edge.runtimes.codegen_runner import CodegenRunner
 
@@ -174,7 +166,8 @@ def golden_slice(g: Golden, n: int) -> Golden:
     return dataclasses.replace(g, inputs=g.inputs[:n], outputs=g.outputs[:n])
 
 
-@needs_build
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
 @pytest.mark.slow
 @pytest.mark.parametrize("quantized", ["per-channel", "per-tensor"])
 def test_other_shapes_are_bit_identical_too(small_models, mnist, sources, quantized):
@@ -191,6 +184,97 @@ def test_other_shapes_are_bit_identical_too(small_models, mnist, sources, quanti
     assert all((len(x.weight_scales) > 1) == per_channel for x in convs + dense)
     runner = CodegenRunner(expected.path)
     assert identical(runner.predict_raw(expected.inputs), expected) == TEST_IMAGES
+    # One call per layer: the own kernel without a pool, over same padding too.
+    assert identical(run_level(expected, "layers"), expected) == TEST_IMAGES
+
+
+def run_level(model: Golden, level: str) -> np.ndarray:
+    """The engine generated with a plan level, built for the host, on every input."""
+    from mnist_edge.codegen.host import build, load_library, run_batch
+
+    engine = generate(model.data, model.path.name, level=level)
+    return run_batch(load_library(build(engine).path, engine.prefix), engine.prefix, model.inputs)
+
+
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
+@pytest.mark.parametrize("level", ["fused", "layers"])
+def test_every_plan_level_is_bit_identical_too(mcu, sources, level):
+    # The own kernel's other calls: fused slices whose input is a whole tensor, and one call
+    # per layer (no pool: every row of the convolution, two outputs at a time).
+    assert identical(run_level(mcu, level), mcu) == TEST_IMAGES
+
+
+def test_own_kernel_takes_the_convolutions_cmsis_nn_is_slow_on(exported):
+    artifacts, _ = exported
+    engine = generate((artifacts / "model_int8_mcu.tflite").read_bytes(), "model_int8_mcu.tflite")
+    source, kernels = (engine.files[name].decode() for name in ("model.c", "kernels.h"))
+    assert '#include "kernels.h"' in source and "Do not edit by hand" in kernels
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    # conv_0 (one input channel) and conv_2 (32) by slices fused with their pools, conv_4
+    # (64, no pool) in one call; CMSIS-NN's convolution and pool only inside kernels.h (Helium).
+    assert "edge_slice(&conv_0, &maxpool_1," in code and "edge_slice(&conv_2, &maxpool_3," in code
+    assert "edge_conv_s8(&ctx, &conv_4.params" in code
+    assert "arm_convolve_s8(" not in code and "arm_max_pool_s8(" not in code
+    # The kernel pools as it goes: no buffer of convolution rows, and the same arena.
+    assert not [row for row in engine.plan.rows() if row.buffer.endswith("_rows")]
+    assert engine.arena_bytes <= 5_824
+    assert "Source/NNSupportFunctions/arm_s8_to_s16_unordered_with_offset.c" in (
+        engine.cmsis_sources
+    )
+
+
+def test_own_kernel_only_where_pooling_before_requantizing_is_exact(exported):
+    from mnist_edge.codegen.kernels import edge_applies
+
+    artifacts, _ = exported
+    conv_0, pool_1, conv_2, pool_3 = read_graph(
+        (artifacts / "model_int8_mcu.tflite").read_bytes()
+    ).layers[:4]
+    assert edge_applies(conv_0, pool_1) and edge_applies(conv_2, pool_3)
+    assert edge_applies(conv_0, None) and edge_applies(conv_2, None)
+    # An accumulator that could overflow: the maximum of requantized values would not be the
+    # requantized maximum, so CMSIS-NN computes that layer.
+    huge = dataclasses.replace(conv_0, bias=np.full_like(conv_0.bias, 2**31 - 1))
+    assert not edge_applies(huge, pool_1)
+    # A pool window of more than 4 outputs, or 3 input channels: not the kernel's layouts.
+    assert not edge_applies(conv_2, dataclasses.replace(pool_3, window=(3, 3)))
+    three = dataclasses.replace(
+        conv_2,
+        input=dataclasses.replace(conv_2.input, shape=(1, 13, 13, 3)),
+        weights=conv_2.weights[..., :3],
+    )
+    assert not edge_applies(three, pool_3)
+
+
+ARM_CPUS = {
+    "cortex-m0": ("-mcpu=cortex-m0", "-mthumb", "-mfloat-abi=soft"),
+    "cortex-m4": ("-mcpu=cortex-m4", "-mthumb", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"),
+    "cortex-m55": ("-mcpu=cortex-m55", "-mthumb", "-mfpu=auto", "-mfloat-abi=hard"),
+}
+
+
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
+@pytest.mark.needs_tools("arm-none-eabi-gcc")
+@pytest.mark.parametrize("cpu", sorted(ARM_CPUS))
+def test_generated_c_is_warning_free_for_each_kernel_path(exported, sources, cpu, tmp_path):
+    # kernels.h's three paths: plain C (M0), DSP (M4), Helium (M55); every plan level.
+    from mnist_edge.codegen.host import ENGINE_FLAGS, cmsis_root
+
+    artifacts, _ = exported
+    data = (artifacts / "model_int8_mcu.tflite").read_bytes()
+    include = ["-I", str(cmsis_root() / "Include")]
+    for level in LEVELS:
+        folder = tmp_path / level
+        folder.mkdir()
+        for name, text in generate(data, "model_int8_mcu.tflite", level=level).files.items():
+            (folder / name).write_bytes(text)
+        command = ["arm-none-eabi-gcc", *ARM_CPUS[cpu], *ENGINE_FLAGS, *include, "-c", "model.c"]
+        done = subprocess.run(
+            command, cwd=folder, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_plan_keeps_live_buffers_apart_and_beats_the_lower_bound(exported):
@@ -217,7 +301,8 @@ def test_plan_keeps_live_buffers_apart_and_beats_the_lower_bound(exported):
     assert plans["streamed"].peak_bytes < head + tail
 
 
-@needs_build
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
 @pytest.mark.parametrize("level", LEVELS)
 def test_generated_c_is_strict_c99_with_what_a_caller_needs(exported, sources, level):
     from mnist_edge.codegen.host import ENGINE_FLAGS, check_c99
@@ -259,7 +344,8 @@ def run_harness(harness: Path, inputs: np.ndarray, folder: Path) -> subprocess.C
     )
 
 
-@needs_build
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
 def test_sanitized_harness_runs_every_image_clean_and_bit_exact(mcu, sources, tmp_path):
     from mnist_edge.codegen.host import build
 
@@ -273,19 +359,20 @@ def test_sanitized_harness_runs_every_image_clean_and_bit_exact(mcu, sources, tm
     assert identical(outputs, mcu) == TEST_IMAGES
 
 
-@needs_build
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
 def test_sanitized_harness_holds_every_step_to_its_planned_buffers(mcu, sources, tmp_path):
     from mnist_edge.codegen.host import build
 
     engine = generate(mcu.data, mcu.path.name)
     # Plan conv_2's scratch out of existence: the harness poisons those bytes for step 1,
-    # where the convolution still uses them.
+    # where the convolution (mnist-edge's own kernel) still writes its columns there.
     plan = engine.plan
     kept = tuple(r for r in plan.buffers if r.buffer != "conv_2_scratch")
     wrong = dataclasses.replace(engine, plan=dataclasses.replace(plan, buffers=kept))
     done = run_harness(build(wrong, sanitize=True).path, mcu.inputs[:2], tmp_path)
     assert done.returncode != 0
-    assert "use-after-poison" in done.stderr and "arm_convolve_s8" in done.stderr
+    assert "use-after-poison" in done.stderr and "edge_conv_s8" in done.stderr
 
 
 def corrupt_weight(source: str, array: str, index: int, value: int) -> str:
@@ -300,17 +387,16 @@ def corrupt_weight(source: str, array: str, index: int, value: int) -> str:
     return source[: match.start(1)] + body + source[match.end(1) :]
 
 
-def swap_offsets(source: str, plan: MemoryPlan, a: str, b: str) -> str:
-    """model.c with the arena offsets of buffers a and b swapped."""
+def move_offset(source: str, plan: MemoryPlan, moved: str, onto: str) -> str:
+    """model.c with buffer `moved` at the arena offset of buffer `onto`."""
     offsets = {r.buffer: r.offset for r in plan.rows()}
-    assert offsets[a] is not None and offsets[b] is not None
-    for name, offset in ((a, offsets[b]), (b, offsets[a])):
-        define = f"#define {name.upper()} "
-        source = source.replace(f"{define}{offsets[name]} ", f"{define}@{offset} ")
-    return source.replace(" @", " ")
+    assert offsets[moved] is not None and offsets[onto] is not None
+    define = f"#define {moved.upper()} "
+    return source.replace(f"{define}{offsets[moved]} ", f"{define}{offsets[onto]} ")
 
 
-@needs_build
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
 @pytest.mark.parametrize("mutation", ["weight", "offset"])
 def test_golden_comparison_catches_a_mutated_engine(mcu, sources, mutation):
     from mnist_edge.codegen.host import build, load_library, run_batch
@@ -324,14 +410,11 @@ def test_golden_comparison_catches_a_mutated_engine(mcu, sources, mutation):
         value = max(-int(weights[strongest]), -127)
         mutated = corrupt_weight(source, "conv_0_weights", strongest, value)
     else:
-        # The streamed loop's window and its output, both alive across its iterations: swapped,
-        # the one overlaps the other (they differ in size).
-        pair = ("maxpool_1_window", "maxpool_3_out")
-        rows = {r.buffer: r for r in engine.plan.rows()}
-        assert live_overlaps(
-            engine.plan, {pair[0]: rows[pair[1]].offset, pair[1]: rows[pair[0]].offset}
-        )
-        mutated = swap_offsets(source, engine.plan, *pair)
+        # The streamed loop's output moved onto its window, both alive across its iterations:
+        # each pooled row written overwrites window rows the next iterations read.
+        moved, onto = "maxpool_3_out", "maxpool_1_window"
+        assert live_overlaps(engine.plan, {moved: engine.plan.offset(onto)})
+        mutated = move_offset(source, engine.plan, moved, onto)
     assert mutated != source
     broken = dataclasses.replace(engine, files={**engine.files, "model.c": mutated.encode()})
     library = load_library(build(broken).path, engine.prefix)
@@ -378,3 +461,114 @@ def test_quantized_multipliers_are_within_half_a_step(real):
     multiplier, shift = quantize_multiplier(real)
     assert 1 << 30 <= multiplier < 1 << 31
     assert abs(multiplier * 2.0 ** (shift - 31) - real) <= 2.0 ** (shift - 32)
+
+
+# Random shapes through the own kernel and through CMSIS-NN's arm_convolve_s8 (+ its max-pool
+# over the same rows): the C below reads the cases (int32 words) and counts those that differ.
+DIFF_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include "kernels.h"
+static int32_t words[1 << 22], bias[64], mult[64], shift[64], scratch[8192], im2col[8192];
+static int8_t in_buf[4096], w_buf[8192], rows[8192], ref[8192], out[8192];
+int main(int argc, char **argv) {
+    FILE *f = fopen(argv[argc - 1], "rb");
+    int32_t *w = words, k, i, n, bad = 0;
+    if (f == NULL || fread(words, 4, 1 << 22, f) == 0) return 2;
+    for (k = *w++; k > 0; --k) {
+        cmsis_nn_conv_params cp; cmsis_nn_pool_params pp; cmsis_nn_per_channel_quant_params qp;
+        cmsis_nn_dims in, fd, conv, win, od, bd = {1, 1, 1, 1};
+        cmsis_nn_context ctx = {im2col, (int32_t)sizeof(im2col)};
+        int32_t pooled;
+        in.n = 1; in.h = *w++; in.w = *w++; in.c = *w++; fd.c = in.c;
+        fd.n = *w++; fd.h = *w++; fd.w = *w++; cp.stride.h = *w++; cp.stride.w = *w++;
+        cp.padding.h = *w++; cp.padding.w = *w++; cp.dilation.h = *w++; cp.dilation.w = *w++;
+        cp.input_offset = *w++; cp.output_offset = *w++;
+        cp.activation.min = *w++; cp.activation.max = *w++;
+        conv.n = 1; conv.h = *w++; conv.w = *w++; conv.c = fd.n; bd.c = fd.n; pooled = *w++;
+        win.n = 1; win.h = conv.h; win.w = *w++; win.c = 1; pp.stride.h = 1; pp.padding.h = 0;
+        pp.stride.w = *w++; pp.padding.w = *w++;
+        pp.activation.min = *w++; pp.activation.max = *w++;
+        od = conv; if (pooled) od.h = 1; od.w = pooled ? *w : conv.w; w++;
+        for (i = 0, n = in.h * in.w * in.c; i < n; ++i) in_buf[i] = (int8_t)*w++;
+        for (i = 0, n = fd.n * fd.h * fd.w * fd.c; i < n; ++i) w_buf[i] = (int8_t)*w++;
+        for (i = 0; i < fd.n; ++i) bias[i] = *w++;
+        for (i = 0; i < fd.n; ++i) mult[i] = *w++;
+        for (i = 0; i < fd.n; ++i) shift[i] = *w++;
+        qp.multiplier = mult; qp.shift = shift;
+        arm_convolve_s8(&ctx, &cp, &qp, &in, in_buf, &fd, w_buf, &bd, bias, NULL, &conv,
+                        pooled ? rows : ref);
+        ctx.buf = NULL; ctx.size = 0;
+        if (pooled) arm_max_pool_s8(&ctx, &pp, &conv, rows, &win, &od, ref);
+        ctx.buf = scratch;
+        ctx.size = edge_conv_s8_get_buffer_size(&in, &fd, pooled ? &win : NULL, &conv, &od);
+        memset(out, 0x55, sizeof(out));
+        n = od.h * od.w * od.c;
+        bad += ctx.size > (int32_t)sizeof(scratch) ||
+               edge_conv_s8(&ctx, &cp, &qp, &in, in_buf, &fd, w_buf, bias, pooled ? &pp : NULL,
+                            pooled ? &win : NULL, &conv, &od, out) != ARM_CMSIS_NN_SUCCESS ||
+               memcmp(out, ref, (size_t)n) != 0 || out[n] != 0x55;
+    }
+    printf("%d\n", bad);
+    return 0;
+}
+"""
+
+
+def random_case(rng: np.random.Generator) -> list[int] | None:
+    """One case's words: shapes, strides, padding, dilation, pool, data, requantization
+    (multipliers and shifts TFLM could compute; accumulators far from overflowing)."""
+    cin, (kh, kw), (sh, sw), (dh, dw) = rng.choice([1, 1, 4, 8, 12]), *rng.integers(1, 3, (3, 2))
+    kh, kw = (kh, kw) if rng.random() < 0.6 else rng.integers(1, 5, 2)
+    in_h, in_w, ph, pw = rng.integers(kh, 10), rng.integers(2, 13), *rng.integers(0, 2, 2)
+    full_h = (in_h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    conv_w = (in_w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    pooled = rng.random() < 0.6
+    if full_h < 1 or conv_w < 1:
+        return None
+    conv_h = int(rng.integers(1, min(full_h, 2 if pooled else 4) + 1))
+    cout, pool = int(rng.integers(1, 21)), [0, 0, 0, 0]
+    if pooled:
+        width = int(rng.integers(1, 4 // conv_h + 1 if cin > 1 else 4))
+        stride, pad = int(rng.integers(1, 3)), int(rng.integers(0, width))
+        reach = pad - 1 if rng.random() < 0.5 else pad - width  # windows clipped on the right
+        count = max(1, (conv_w + reach) // stride + 1)
+        while count > 1 and (count - 1) * stride - pad >= conv_w:
+            count -= 1
+        pool = [width, stride, pad, count]
+    head = [in_h, in_w, cin, cout, kh, kw, sh, sw, ph, pw, dh, dw, int(rng.integers(-127, 129))]
+    head += [int(rng.integers(-128, 128)), *[(-128, 127), (-20, 90)][rng.integers(0, 2)]]
+    head += [conv_h, conv_w, int(pooled), *pool[:3], *[(-128, 127), (-60, 50)][rng.integers(2)]]
+    data = [
+        rng.integers(-128, 128, in_h * in_w * cin), rng.integers(-127, 128, cout * kh * kw * cin),
+        rng.integers(-3000, 3000, cout), rng.integers(1 << 30, (1 << 31) - 1, cout),
+        rng.integers(-16, 2, cout),
+    ]  # fmt: skip
+    return [int(v) for v in [*head, pool[3]]] + [int(v) for part in data for v in part]
+
+
+@needs_sources
+@pytest.mark.needs_tools(("cc", "gcc"))
+def test_own_kernel_matches_cmsis_nn_on_random_shapes(sources, tmp_path):
+    # The plain-C path on the host: 1 and 4k input channels, 1x1 to 4x4 taps, strides,
+    # padding, dilation, pools clipped at either edge, several rows without a pool.
+    from mnist_edge.codegen.emit import CONV_SOURCES, POOL_SOURCES, template
+    from mnist_edge.codegen.host import cmsis_root, find_compiler
+    from mnist_edge.codegen.kernels import GENERAL_SOURCES
+
+    rng, cases = np.random.default_rng(21), []
+    while len(cases) < 2000:
+        cases += [case] if (case := random_case(rng)) else []
+    words = [len(cases), *(word for case in cases for word in case)]
+    (tmp_path / "cases.bin").write_bytes(np.array(words, "<i4").tobytes())
+    fields = {"version": "test", "PREFIX": "TEST"}
+    (tmp_path / "kernels.h").write_text(template("kernels.h").substitute(fields))
+    (tmp_path / "diff.c").write_text(DIFF_C)
+    root = cmsis_root()
+    cmsis = [str(root / s) for s in dict.fromkeys(CONV_SOURCES + POOL_SOURCES + GENERAL_SOURCES)]
+    build = [find_compiler(), "-O1", "-w", "-I", str(root / "Include"), "diff.c", *cmsis]
+    subprocess.run([*build, "-o", "diff"], cwd=tmp_path, check=True, timeout=300)
+    done = subprocess.run(
+        ["./diff", "cases.bin"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "0")

@@ -2,7 +2,8 @@
 firmware engineer can build on its own, with the CMSIS-NN sources it calls, a CMakeLists.txt and
 a golden test, and its int8 outputs checked against host TFLM's before it is shipped.
 
-    c_engine/  model.h model.c CMakeLists.txt test_golden.c cmsis-nn/{LICENSE,Include/,Source/}
+    c_engine/  model.h model.c [kernels.h] CMakeLists.txt test_golden.c
+               cmsis-nn/{LICENSE,Include/,Source/}
 """
 
 from __future__ import annotations

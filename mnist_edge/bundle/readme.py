@@ -120,7 +120,8 @@ test:
 cd {c.folder} && {c.build}
 ```
 
-For a microcontroller, add `model.c` and the listed `cmsis-nn/Source` files to your firmware
+For a microcontroller, add `model.c` (with the headers beside it) and the listed
+`cmsis-nn/Source` files to your firmware
 with your CPU's flags (CMSIS-NN takes its DSP or Helium path from them).
 """
 

@@ -2,14 +2,16 @@
 
 No interpreter, no flatbuffer, no C++, no heap, no printf: `model.c` holds the weights as
 constant arrays, one static arena laid out by a memory plan computed here, and one CMSIS-NN
-call per layer, or per slice loop where a convolution and the max-pool after it are fused.
+call per layer, or per slice loop where a convolution and the max-pool after it are fused;
+the convolutions CMSIS-NN is slow on (one input channel, or pooled by small windows) call
+mnist-edge's own kernel instead, `kernels.h` (header-only, shipped with the engine).
 The requantization parameters are TFLM's, computed the way its Prepare computes them, so the
 outputs are bit-identical to TFLM's.
 
 The stages, one module each: `graph` reads the flatbuffer into typed layers with their
-constants, `quant` holds TFLM's integer math, `plan` lays out the arena, `emit` writes the C
-from `templates/`, and `host` builds it with the host's C compiler for tests and for
-`runtimes.codegen_runner`.
+constants, `quant` holds TFLM's integer math, `kernels` says where the own kernel applies,
+`plan` lays out the arena, `emit` writes the C from `templates/`, and `host` builds it with
+the host's C compiler for tests and for `runtimes.codegen_runner`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ DEFAULT_PREFIX = "mnist_edge"
 class GeneratedEngine:
     """The generated C files, the plan they follow and what building them needs."""
 
-    files: dict[str, bytes]  # model.h, model.c
+    files: dict[str, bytes]  # model.h, model.c, and kernels.h if a layer calls it
     plan: MemoryPlan
     cmsis_sources: tuple[str, ...]  # relative to the CMSIS-NN root
     prefix: str
@@ -54,7 +56,7 @@ def generate(
     return GeneratedEngine(
         files=emit_files(graph, plan, model_bytes, origin, prefix),
         plan=plan,
-        cmsis_sources=cmsis_sources(graph),
+        cmsis_sources=cmsis_sources(graph, plan),
         prefix=prefix,
         input_bytes=graph.input.nbytes,
         output_bytes=graph.output.nbytes,

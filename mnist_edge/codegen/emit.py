@@ -1,8 +1,10 @@
-"""Write model.h and model.c: the layers' constants, the memory plan, one call per step.
+"""Write model.h and model.c (and kernels.h): the layers' constants, the memory plan, one call
+per step.
 
-The files are templates (`templates/model.h`, `model.c`, and the shared C pieces
-`layer_types.c` and `slices.c`) filled with string.Template; this module writes the parts that
-depend on the model: constant arrays, the offsets of the plan, each step's call.
+The files are templates (`templates/model.h`, `model.c`, the shared C pieces `layer_types.c`,
+`slices.c` and `slices_edge.c`, and mnist-edge's own kernel `kernels.h`, see kernels.py) filled
+with string.Template; this module writes the parts that depend on the model: constant arrays,
+the offsets of the plan, each step's call (CMSIS-NN's, or the own kernel's where it applies).
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ import numpy as np
 from mnist_edge import __version__
 from mnist_edge.codegen import quant
 from mnist_edge.codegen.graph import Conv2D, FullyConnected, Graph, Layer, MaxPool2D, Softmax
+from mnist_edge.codegen.kernels import (
+    EDGE_SLICE,
+    GENERAL_SOURCES,
+    KERNELS_H,
+    edge_applies,
+    edge_call,
+)
 from mnist_edge.codegen.plan import (
     INPUT,
     OUTPUT,
@@ -24,6 +33,7 @@ from mnist_edge.codegen.plan import (
     MemoryPlan,
     StreamStage,
     conv_scratch_bytes,
+    conv_stages,
 )
 from mnist_edge.files import sha256_bytes
 
@@ -60,13 +70,23 @@ def template(name: str) -> Template:
     return Template((resources.files(__package__) / "templates" / name).read_text())
 
 
-def cmsis_sources(graph: Graph) -> tuple[str, ...]:
-    """The CMSIS-NN source files the engine calls into, relative to the CMSIS-NN root."""
+def uses_edge(plan: MemoryPlan) -> bool:
+    """Whether any convolution of the program runs on mnist-edge's kernel (kernels.h)."""
+    return any(edge_applies(conv, pool) for conv, pool in conv_stages(plan))
+
+
+def cmsis_sources(graph: Graph, plan: MemoryPlan) -> tuple[str, ...]:
+    """The CMSIS-NN source files the engine calls into, relative to the CMSIS-NN root. The
+    own kernel's general path needs CMSIS-NN's column conversions, and on Helium its
+    convolution and max-pool: the files are listed for any target (one build list)."""
     found: list[str] = []
-    for layer in graph.layers:
-        if isinstance(layer, Conv2D):
+    for conv, pool in conv_stages(plan):
+        if not edge_applies(conv, pool):
             found += CONV_SOURCES
-        elif isinstance(layer, MaxPool2D):
+        elif conv.input.shape[3] > 1:
+            found += GENERAL_SOURCES + CONV_SOURCES + POOL_SOURCES
+    for layer in graph.layers:
+        if isinstance(layer, MaxPool2D):
             found += POOL_SOURCES
         elif isinstance(layer, FullyConnected):
             found += FC_CHANNEL_SOURCES if _per_channel(layer) else FC_TENSOR_SOURCES
@@ -125,7 +145,7 @@ def describe(layer: Layer) -> str:
     return f"{layer.name}: {layer.op} {shapes}"
 
 
-def _conv_constants(conv: Conv2D) -> str:
+def _conv_constants(conv: Conv2D, scratch_bytes: int) -> str:
     out_ch = conv.weights.shape[0]
     mults, shifts = quant.channel_multipliers(
         conv.input.scale, conv.weight_scales, conv.output.scale, out_ch
@@ -144,7 +164,7 @@ def _conv_constants(conv: Conv2D) -> str:
     .output = {_nhwc(conv.output.shape)},
     .weights = {n}_weights,
     .bias_data = {n}_bias,
-    .scratch_bytes = {conv_scratch_bytes(conv)},
+    .scratch_bytes = {scratch_bytes},
 }};
 """
     return (
@@ -299,6 +319,8 @@ def _layer_stage(stage: LayerStage, k: int) -> str:
     n = layer.name
     if isinstance(layer, Conv2D):
         setup = f"    ctx.buf = {_at(stage.scratch or '')};\n    ctx.size = {n}.scratch_bytes;\n"
+        if edge_applies(layer, None):
+            return head + setup + _checked(*edge_call(n, src, dst), k, 4)
         args = [
             "&ctx", f"&{n}.params", f"&{n}.quant", f"&{n}.input", src, f"&{n}.filter",
             f"{n}.weights", f"&{n}.bias", f"{n}.bias_data", "NULL", f"&{n}.output", dst,
@@ -328,14 +350,21 @@ def _layer_stage(stage: LayerStage, k: int) -> str:
     )  # fmt: skip
 
 
+def _slice_function(stage: FusedStage) -> str:
+    """The glue one slice of a fused stage calls: CMSIS-NN's, or the one-channel kernel's."""
+    return EDGE_SLICE if edge_applies(stage.conv, stage.pool) else "conv_slice"
+
+
 def _slice_args(stage: FusedStage, index: str, destination: str) -> list[str]:
-    """conv_slice's arguments for one slice of a fused stage."""
+    """The glue's arguments for one slice of a fused stage (conv_slice's take a row buffer)."""
+    own = edge_applies(stage.conv, stage.pool)
+    rows = [] if own else [_at(stage.rows) if stage.pool else "NULL"]
     return [
         f"&{stage.conv.name}",
         f"&{stage.pool.name}" if stage.pool else "NULL",
         f"&{stage.conv.name}_slices[{index}]",
         _at(stage.source),
-        _at(stage.rows) if stage.pool else "NULL",
+        *rows,
         _at(stage.scratch),
         destination,
     ]
@@ -358,7 +387,8 @@ def _fused_stage(stage: FusedStage, k: int) -> str:
     )
     out = f"{_at(stage.target)} + i * {_out_row(stage)}"
     loop = f"    STEP({k});\n    for (i = 0; i < {len(stage.slices)}; ++i) {{\n"
-    return head + loop + _checked("conv_slice", _slice_args(stage, "i", out), k, 8) + "    }\n"
+    call = _checked(_slice_function(stage), _slice_args(stage, "i", out), k, 8)
+    return head + loop + call + "    }\n"
 
 
 def _stream_stage(stage: StreamStage, k: int) -> str:
@@ -385,10 +415,10 @@ def _stream_stage(stage: StreamStage, k: int) -> str:
         + "        /* Slide the window: rows this slice shares with the last go to its top. */\n"
         + _call("memmove", slide, 8)
         + "        for (j = 0; j < feed->count; ++j) {\n"
-        + _checked("conv_slice", produce, k, 12)
+        + _checked(_slice_function(p), produce, k, 12)
         + "        }\n"
         + f"        STEP({k + 1});\n"
-        + _checked("conv_slice", consume, k + 1, 8)
+        + _checked(_slice_function(c), consume, k + 1, 8)
         + "    }\n"
     )
 
@@ -455,9 +485,11 @@ def _constants(graph: Graph, plan: MemoryPlan, used: set[str]) -> str:
             f"/* For the kernels that need no scratch. */\n"
             f"static const cmsis_nn_context {NO_CONTEXT} = {{.buf = NULL, .size = 0}};\n"
         )
+    plan_bytes = {row.buffer: row.bytes for row in plan.rows()}
     for layer in graph.layers:
         if isinstance(layer, Conv2D):
-            parts.append(_conv_constants(layer))
+            scratch = plan_bytes.get(f"{layer.name}_scratch", conv_scratch_bytes(layer))
+            parts.append(_conv_constants(layer, scratch))
         elif isinstance(layer, MaxPool2D):
             parts.append(_pool_constants(layer))
         elif isinstance(layer, FullyConnected):
@@ -480,12 +512,33 @@ def _quant_fields(graph: Graph) -> dict[str, str]:
     return fields
 
 
+_OWN_KERNELS = (
+    f" * and {KERNELS_H} beside this file: mnist-edge's own convolution kernel, where CMSIS-NN\n"
+    " * is slow (header-only: nothing to add to the build)."
+)
+
+
+def _helpers(plan: MemoryPlan) -> str:
+    """The C glue the fused and streamed stages call, each once, and only if called."""
+    fused = []
+    for stage in plan.stages:
+        if isinstance(stage, StreamStage):
+            fused += [stage.producer, stage.consumer]
+        elif isinstance(stage, FusedStage):
+            fused.append(stage)
+    used = {_slice_function(stage) for stage in fused}
+    parts = [template("slices.c").template] if "conv_slice" in used else []
+    if EDGE_SLICE in used:
+        parts.append(template("slices_edge.c").template)
+    return "".join(parts)
+
+
 def emit_files(
     graph: Graph, plan: MemoryPlan, model_bytes: bytes, origin: str, prefix: str
 ) -> dict[str, bytes]:
     """model.h and model.c for a graph and its memory plan."""
     body, used = _body(graph, plan)
-    sliced = any(isinstance(s, FusedStage | StreamStage) for s in plan.stages)
+    own = uses_edge(plan)
     ops = ", ".join(dict.fromkeys(layer.op for layer in graph.layers))
     fields = {
         "model": origin,
@@ -498,7 +551,9 @@ def emit_files(
         "output_bytes": str(graph.output.nbytes),
         "arena_bytes": str(plan.peak_bytes),
         "summary": f"{len(graph.layers)} operators ({ops}) in {len(plan.steps)} steps",
-        "sources": "\n".join(f" *   {s}" for s in cmsis_sources(graph)),
+        "sources": "\n".join(
+            [*(f" *   {s}" for s in cmsis_sources(graph, plan)), *([_OWN_KERNELS] if own else [])]
+        ),
         "plan_summary": (
             f"{plan.level}, {plan.peak_bytes:,} B (one call per layer would need at least "
             f"{plan.lower_bound_bytes:,} B)."
@@ -506,12 +561,16 @@ def emit_files(
         "offsets": _offsets(plan),
         "types": template("layer_types.c").template,
         "constants": _constants(graph, plan, used),
-        "helpers": template("slices.c").template if sliced else "",
+        "helpers": _helpers(plan),
+        "includes": f'#include "{KERNELS_H}"\n' if own else "",
         "locals": _locals(used, plan),
         "body": body,
         **_quant_fields(graph),
     }
-    return {
+    files = {
         "model.h": template("model.h").substitute(fields).encode(),
         "model.c": template("model.c").substitute(fields).encode(),
     }
+    if own:
+        files[KERNELS_H] = template(KERNELS_H).substitute(fields).encode()
+    return files

@@ -2,7 +2,8 @@
 
 The caller owns the model's input and output (the engine reads and writes them in place), so
 the arena holds the intermediate tensors, the convolutions' im2col scratch, and the small row
-buffers of fused layers. Three levels, each a valid plan on its own:
+buffers of fused layers; a convolution on mnist-edge's own kernel (kernels.py) has its columns
+as scratch and no row buffer (it pools as it goes). Three levels, each a valid plan on its own:
 
 - `layers`: one CMSIS-NN call per layer, every intermediate tensor stored whole.
 - `fused`: each convolution computes its output in slices of the following max-pool's window
@@ -25,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from mnist_edge.codegen.graph import Conv2D, Graph, Layer, MaxPool2D, Reshape
+from mnist_edge.codegen.kernels import edge_applies, edge_scratch_bytes
 
 LEVELS = ("layers", "fused", "streamed")
 ALIGN = 4  # every buffer starts on a word: the scratch is int16, the arena itself 16-aligned
@@ -332,13 +334,26 @@ def _row_bytes(tensor) -> int:
 
 
 def _fused_temps(t: _Timeline, stage: FusedStage, k: int) -> None:
-    """A fused stage's row buffer and scratch: alive in its one step, k."""
+    """A fused stage's row buffer and scratch: alive in its one step, k. mnist-edge's own
+    kernel (kernels.h) pools as it goes: columns in its scratch, no row buffer."""
     conv = stage.conv
+    if edge_applies(conv, stage.pool):
+        rows = [s.conv_rows for s in stage.slices]
+        size = edge_scratch_bytes(conv, stage.pool, rows)
+        t.use(stage.scratch, size, f"{conv.name} columns", k, k)
+        return
     if stage.pool is not None:
         most = max(s.conv_rows for s in stage.slices)
         what = f"{most} of {conv.name}'s {conv.output.dims()} rows"
         t.use(stage.rows, most * _row_bytes(conv.output), what, k, k)
     t.use(stage.scratch, conv_scratch_bytes(conv), f"{conv.name} im2col scratch", k, k)
+
+
+def _layer_scratch(conv: Conv2D) -> tuple[int, str]:
+    """A convolution's scratch when it runs alone, on its whole tensors: bytes, and what."""
+    if edge_applies(conv, None):
+        return edge_scratch_bytes(conv, None, [conv.output.shape[1]]), f"{conv.name} columns"
+    return conv_scratch_bytes(conv), f"{conv.name} im2col scratch"
 
 
 def _walk(stages: list[Stage]) -> _Timeline:
@@ -354,8 +369,7 @@ def _walk(stages: list[Stage]) -> _Timeline:
             label += f" in {len(stage.slices)} slices"
             _fused_temps(t, stage, k)
         elif stage.scratch:
-            what = f"{stage.layer.name} im2col scratch"
-            t.use(stage.scratch, conv_scratch_bytes(stage.layer), what, k, k)
+            t.use(stage.scratch, *_layer_scratch(stage.layer), k, k)
         t.steps.append(label)
         first, last = stage.layers[0], stage.layers[-1]
         _tensor(t, stage.source, first.input, f"{first.name} input", k, k)
@@ -424,6 +438,20 @@ def _check_no_overlap(t: _Timeline, offsets: dict[str, int]) -> None:
             alive = t.life[a][0] <= t.life[b][1] and t.life[b][0] <= t.life[a][1]
             apart = offsets[a] + t.sizes[a] <= offsets[b] or offsets[b] + t.sizes[b] <= offsets[a]
             assert not alive or apart, f"plan error: {a} and {b} overlap while both alive"
+
+
+def conv_stages(plan: MemoryPlan) -> list[tuple[Conv2D, MaxPool2D | None]]:
+    """Every convolution of the program with the max-pool fused into it (None: not fused)."""
+    found: list[tuple[Conv2D, MaxPool2D | None]] = []
+    for stage in plan.stages:
+        if isinstance(stage, StreamStage):
+            found += [(stage.producer.conv, stage.producer.pool)]
+            found += [(stage.consumer.conv, stage.consumer.pool)]
+        elif isinstance(stage, FusedStage):
+            found.append((stage.conv, stage.pool))
+        elif isinstance(stage.layer, Conv2D):
+            found.append((stage.layer, None))
+    return found
 
 
 def plan_memory(graph: Graph, level: str = "streamed") -> MemoryPlan:

@@ -11,8 +11,21 @@ from pathlib import Path
 import pytest
 
 from mnist_edge.bundle import bundle
+from mnist_edge.files import sha256_file
 from tests.helpers import SOURCES_DIR, needs_sources
 
+
+def _vela_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version("ethos-u-vela")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+VELA = _vela_installed()
 pytestmark = [needs_sources, pytest.mark.needs_tools("cmake", "ctest", ("cc", "gcc"))]
 
 
@@ -20,7 +33,11 @@ pytestmark = [needs_sources, pytest.mark.needs_tools("cmake", "ctest", ("cc", "g
 def c_bundle(exported, mnist, tmp_path_factory):
     artifacts, _ = exported
     out = tmp_path_factory.mktemp("c-bundle")
-    result = bundle(artifacts, mnist, out=out, overwrite=True, sources=SOURCES_DIR, golden=20)
+    # One bundle run (TFLM on 10,000 images) serves every test here, the NPU's included.
+    npu = ["ethos-u55-128"] if VELA else []
+    result = bundle(
+        artifacts, mnist, out=out, overwrite=True, sources=SOURCES_DIR, golden=20, npu=npu
+    )
     return out, result
 
 
@@ -74,11 +91,17 @@ def test_a_wrong_golden_byte_fails_the_c_engines_test(c_bundle, tmp_path):
     assert "golden 0, output 0" in done.stdout and "19/20 golden vectors identical" in done.stdout
 
 
-def test_only_tflm_ships_no_c_engine(exported, mnist, tmp_path):
-    artifacts, _ = exported
-    result = bundle(artifacts, mnist, out=tmp_path, engines=["tflm"], golden=2)
-    assert result.engines == ["tflm"] and result.c_engine is None
-    assert not (tmp_path / "c_engine").exists()
+@pytest.mark.skipif(not VELA, reason="ethos-u-vela is not installed (the [npu] extra)")
+def test_the_npu_model_ships_with_its_estimate_marked_as_one(c_bundle):
+    out, result = c_bundle
+    (estimate,) = result.npu
+    compiled = out / "npu" / "ethos-u55-128" / "model_int8_mcu_vela.tflite"
+    assert sha256_file(compiled) == estimate.compiled_sha256
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["npu"][0]["basis"] == "estimate (vela)"
+    assert "npu/ethos-u55-128/model_int8_mcu_vela.tflite" in {f["name"] for f in manifest["files"]}
+    readme = (out / "README.md").read_text()
+    assert "## Arm Ethos-U NPU (compiled by vela; its figures are estimates)" in readme
 
 
 def _readme_problems(text: str) -> list[str]:

@@ -265,22 +265,6 @@ def test_cli_bench_target_npu_table_and_errors(npu_copy):
         assert not any("error" in line or "Traceback" in line for line in progress)
 
 
-@needs_vela
-def test_bundle_ships_the_npu_model_with_its_estimate_marked_as_one(exported, mnist, tmp_path):
-    from mnist_edge.bundle import bundle
-
-    artifacts, _ = exported
-    result = bundle(artifacts, mnist, out=tmp_path, engines=["tflm"], npu=["ethos-u55-128"])
-    (estimate,) = result.npu
-    compiled = tmp_path / "npu" / "ethos-u55-128" / "model_int8_mcu_vela.tflite"
-    assert sha256_file(compiled) == estimate.compiled_sha256
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["npu"][0]["basis"] == NPU_BASIS == "estimate (vela)"
-    assert "npu/ethos-u55-128/model_int8_mcu_vela.tflite" in {f["name"] for f in manifest["files"]}
-    # The bundle's README says it is an estimate, not a measurement.
-    assert "estimate" in (tmp_path / "README.md").read_text().lower()
-
-
 def test_bundle_refuses_an_unknown_npu_in_one_line(exported, mnist, tmp_path):
     from mnist_edge.bundle import bundle
 

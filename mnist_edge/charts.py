@@ -140,3 +140,30 @@ def digits(images: np.ndarray, captions: list[str], per_row: int = 10) -> bytes:
     png = _png(fig)
     plt.close(fig)
     return png
+
+
+def layer_chart(rows: dict[str, list[tuple[str, int]]]) -> bytes:
+    """Where each firmware's instructions go: one stacked bar per configuration, one segment
+    per layer (TFLM's operators, the C engine's steps), in millions of instructions."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 0.6 + 0.55 * len(rows)))
+    cmap = plt.get_cmap("tab20")
+    for y, layers in enumerate(rows.values()):
+        left = 0.0
+        for k, (name, instructions) in enumerate(layers):
+            width = instructions / 1e6
+            ax.barh(y, width, left=left, color=cmap(k % 20), edgecolor="white")
+            if width > 0.25:  # only segments wide enough to hold their name
+                ax.text(left + width / 2, y, name, ha="center", va="center", fontsize=6)
+            left += width
+    ax.set(
+        yticks=range(len(rows)),
+        yticklabels=list(rows),
+        xlabel="instructions per inference (millions), by layer",
+    )
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    png = _png(fig)
+    plt.close(fig)
+    return png

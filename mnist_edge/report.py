@@ -300,6 +300,23 @@ def _firmware_section(folder: Path) -> str:
         "from the host); TFLM's holds them.</p>"
         + _html_table(header, rows)
         + f"<ul>{splits}{not_built}</ul>"
+        + _layer_chart(record)
+    )
+
+
+def _layer_chart(record) -> str:
+    """Where each configuration's instructions go, layer by layer (where they were profiled)."""
+    from mnist_edge import charts
+
+    rows = {
+        r.label: [(layer.name, layer.instructions) for layer in r.layers]
+        for r in record.results
+        if r.layers
+    }
+    if not rows:
+        return ""
+    return "<p>Instructions per layer, one profiled inference each:</p>" + _img(
+        charts.layer_chart(rows), "instructions per layer"
     )
 
 

@@ -2,8 +2,9 @@
 built into a small firmware project without TFLM, C++ or stdio, run in QEMU and measured, on
 Cortex-M (arm-none-eabi-gcc, newlib's mem*) and on RISC-V (riscv64-unknown-elf-gcc, picolibc's).
 
-The project is templates/c/ (startup.c, board.c and board.h, board.ld, main.c, a Makefile;
-RISC-V boards take riscv-*'s startup.c, board.c, board.ld and Makefile) plus the generator's
+The project is templates/c/ (startup.c, board.c, board.h, semihost.c/.h, board.ld, main.c, a
+Makefile; RISC-V boards take riscv-*'s startup.c, board.c, board.ld and Makefile: semihost.c's
+host I/O is shared, only the trap and the counter differ) plus the generator's
 model.c and model.h, and the test images as raw files the firmware reads from the host through
 semihosting, so they take no flash and all 10,000 can run:
 
@@ -51,7 +52,16 @@ ELF = "firmware.elf"
 PREFIX = "mnist_edge"
 ENGINE, HARNESS = "engine", "harness"
 CODE_SECTIONS = (".text", ".ARM.exidx")  # the rest of flash is constants and .data's values
-TEMPLATES = ("startup.c", "board.c", "board.h", "board.ld", "main.c", "Makefile")
+TEMPLATES = (
+    "startup.c",
+    "board.c",
+    "board.h",
+    "semihost.c",
+    "semihost.h",
+    "board.ld",
+    "main.c",
+    "Makefile",
+)
 # The files a RISC-V board has of its own (templates/c/riscv-NAME); the rest are shared.
 RISCV_TEMPLATES = ("startup.c", "board.c", "board.ld", "Makefile")
 # The counter (SysTick, minstret) must tick once per the board's instructions_per_tick, within

@@ -25,6 +25,7 @@ BENCH_PNG = "bench.png"
 REPORT_HTML = "report.html"
 BUNDLE_DIR = "bundle"
 MANIFEST = "manifest.json"
+GOLDEN_FILE = "golden.npz"
 FIRMWARE_DIR = "firmware"
 FIRMWARE_JSON = "firmware.json"
 

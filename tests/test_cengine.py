@@ -55,7 +55,7 @@ def images(exported, mnist):
 @pytest.fixture(scope="session")
 def tools():
     from mnist_edge.firmware.build import find_toolchain
-    from mnist_edge.firmware.sources import prepare_sources
+    from mnist_edge.sources import prepare_sources
 
     return prepare_sources(SOURCES_DIR), find_toolchain()
 
@@ -63,7 +63,7 @@ def tools():
 @pytest.fixture(scope="session")
 def riscv_tools():
     from mnist_edge.firmware.build import find_toolchain
-    from mnist_edge.firmware.sources import prepare_sources
+    from mnist_edge.sources import prepare_sources
 
     return prepare_sources(SOURCES_DIR), find_toolchain("riscv")
 

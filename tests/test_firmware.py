@@ -25,7 +25,7 @@ from mnist_edge.firmware import FirmwareReport, firmware
 from mnist_edge.firmware.boards import BOARDS
 from mnist_edge.firmware.build import FLASH_COMPONENTS, find_toolchain, map_attribution
 from mnist_edge.firmware.qemu import find_qemu, parse_uart, qemu_command, run_firmware
-from mnist_edge.firmware.sources import SOURCE_BY_NAME, SOURCES, tree_hash_of_archive
+from mnist_edge.sources import SOURCE_BY_NAME, SOURCES, tree_hash_of_archive
 from tests.helpers import SOURCES_DIR, needs_arm_tools, needs_sources
 
 IMAGES = 20
@@ -161,7 +161,7 @@ def _repacked_with_one_byte_changed(source_name: str) -> bytes:
 
 @needs_sources
 def test_corrupt_archive_is_named_with_both_hashes(tmp_path):
-    from mnist_edge.firmware.sources import prepare_sources
+    from mnist_edge.sources import prepare_sources
 
     ruy = SOURCE_BY_NAME["ruy"]
     folder = _sources_with(tmp_path, {"ruy": _repacked_with_one_byte_changed("ruy")})
@@ -183,7 +183,7 @@ def test_corrupt_archive_is_named_with_both_hashes(tmp_path):
     ],
 )
 def test_missing_or_unreadable_archive(tmp_path, replace, match):
-    from mnist_edge.firmware.sources import prepare_sources
+    from mnist_edge.sources import prepare_sources
 
     with pytest.raises(MnistEdgeError, match=match):
         prepare_sources(_sources_with(tmp_path, replace))
@@ -455,7 +455,7 @@ def _make_with_its_makefile(project: Path) -> None:
     (the one compiled for its tflm.mk)."""
     from mnist_edge.files import cache_dir
     from mnist_edge.firmware.build import library_key
-    from mnist_edge.firmware.sources import SourceTree
+    from mnist_edge.sources import SourceTree
 
     tree = SourceTree(cache_dir() / "firmware" / "sources")
     key = library_key((project / "tflm.mk").read_text(), find_toolchain(), tree)

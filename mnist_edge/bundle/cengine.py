@@ -17,8 +17,8 @@ from mnist_edge.bundle.golden import GoldenVectors
 from mnist_edge.compare import bit_agreement
 from mnist_edge.device import DeviceModel
 from mnist_edge.device.csource import c_rows, template
-from mnist_edge.firmware.sources import SOURCE_BY_NAME
 from mnist_edge.records import CEngine, PlanBuffer
+from mnist_edge.sources import SOURCE_BY_NAME
 
 C_DIR = "c_engine"
 CMSIS_DIR = "cmsis-nn"

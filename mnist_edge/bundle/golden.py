@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GOLDEN_FILE = "golden.npz"
+from mnist_edge.artifacts import GOLDEN_FILE
+
 OUTPUTS_FROM = "tflm (TFLM reference kernels)"
 
 

@@ -87,9 +87,9 @@ def compiler_version(compiler: str) -> str:
 
 
 def cmsis_root(sources: Path | None = None) -> Path:
-    """CMSIS-NN's extracted, checked tree (see firmware.sources.prepare_sources); a
+    """CMSIS-NN's extracted, checked tree (see sources.prepare_sources); a
     MissingDependencyError where its pinned archive cannot be had, as for a missing compiler."""
-    from mnist_edge.firmware.sources import prepare_sources
+    from mnist_edge.sources import prepare_sources
 
     try:
         return prepare_sources(sources, only=("CMSIS-NN",)).path("CMSIS-NN")
@@ -127,7 +127,7 @@ def host_files(engine: GeneratedEngine) -> dict[str, bytes]:
 
 
 def _cache_key(files: dict[str, bytes], commands: list[str], compiler: str, flags) -> str:
-    from mnist_edge.firmware.sources import SOURCE_BY_NAME
+    from mnist_edge.sources import SOURCE_BY_NAME
 
     digest = hashlib.sha256()
     for part in (compiler, compiler_version(compiler), " ".join(flags)):

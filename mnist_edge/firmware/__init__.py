@@ -43,9 +43,9 @@ from mnist_edge.firmware.project import (
 )
 from mnist_edge.firmware.qemu import find_qemu
 from mnist_edge.firmware.readme import firmware_readme
-from mnist_edge.firmware.sources import SourceTree, prepare_sources
 from mnist_edge.firmware.tflm import TflmEngine
 from mnist_edge.records import FirmwareReport, FirmwareResult, FlashSplit
+from mnist_edge.sources import SourceTree, prepare_sources
 from mnist_edge.tensors import TensorSpec
 
 __all__ = [

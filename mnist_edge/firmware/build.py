@@ -25,8 +25,8 @@ from pathlib import Path
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import cache_dir
 from mnist_edge.firmware.boards import ARCHES
-from mnist_edge.firmware.sources import SourceTree, exclusive
 from mnist_edge.processes import stream
+from mnist_edge.sources import SourceTree, exclusive
 
 log = logging.getLogger(__name__)
 

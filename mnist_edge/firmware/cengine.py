@@ -43,9 +43,9 @@ from mnist_edge.firmware.build import (
 from mnist_edge.firmware.configs import Config, checked
 from mnist_edge.firmware.project import render
 from mnist_edge.firmware.qemu import LayerLine, QemuRun, qemu_command, run_firmware
-from mnist_edge.firmware.sources import SOURCE_BY_NAME, SourceTree
 from mnist_edge.model_info import count_macs
 from mnist_edge.records import EngineFlash, EngineRam, FirmwareResult, LayerCost
+from mnist_edge.sources import SOURCE_BY_NAME, SourceTree
 
 STACK_SIZE = 2048  # reserved at the top of RAM; the C engine's peak is under 1 KB
 ELF = "firmware.elf"

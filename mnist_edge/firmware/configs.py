@@ -13,8 +13,8 @@ from mnist_edge.firmware.boards import Board
 from mnist_edge.firmware.build import Toolchain
 from mnist_edge.firmware.project import ProjectInputs
 from mnist_edge.firmware.qemu import QemuRun
-from mnist_edge.firmware.sources import SourceTree
 from mnist_edge.records import Agreement
+from mnist_edge.sources import SourceTree
 
 
 @dataclass(frozen=True)

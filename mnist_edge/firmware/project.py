@@ -17,8 +17,8 @@ from mnist_edge import __version__
 from mnist_edge.device.csource import c_rows, c_values, model_data_files
 from mnist_edge.errors import ModelError
 from mnist_edge.firmware.boards import Board
-from mnist_edge.firmware.sources import SOURCE_BY_NAME
 from mnist_edge.model_info import ModelInfo
+from mnist_edge.sources import SOURCE_BY_NAME
 
 STACK_SIZE = 32 * 1024  # reserved at the top of RAM; the firmware reports its peak use
 HEAP_SIZE = 1024  # malloc's fixed pool: newlib-nano's stdio takes about 440 bytes of it

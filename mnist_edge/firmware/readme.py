@@ -13,8 +13,8 @@ from mnist_edge.firmware.project import (
     resolver_calls,
 )
 from mnist_edge.firmware.qemu import QemuRun
-from mnist_edge.firmware.sources import SOURCES, SourceTree
 from mnist_edge.records import FirmwareResult
+from mnist_edge.sources import SOURCES, SourceTree
 
 
 def _measured_lines(result: FirmwareResult, run: QemuRun | None) -> str:

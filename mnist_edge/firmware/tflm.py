@@ -36,9 +36,9 @@ from mnist_edge.firmware.project import (
     unsupported_ops,
 )
 from mnist_edge.firmware.qemu import QemuRun, qemu_command, run_firmware
-from mnist_edge.firmware.sources import SourceTree
 from mnist_edge.model_info import count_macs
 from mnist_edge.records import EngineFlash, EngineRam, FirmwareResult, FlashSplit, LayerCost
+from mnist_edge.sources import SourceTree
 
 ELF = "firmware.elf"
 ARENA_ALIGNMENT = 16

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_edge.artifacts import MANIFEST
-from mnist_edge.bundle.golden import GOLDEN_FILE
+from mnist_edge.artifacts import GOLDEN_FILE, MANIFEST
 from mnist_edge.compare import accuracy, bit_agreement
 from mnist_edge.errors import CheckFailed, MnistEdgeError, ModelError, first_line
 from mnist_edge.options import RUNTIMES

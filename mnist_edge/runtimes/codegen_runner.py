@@ -17,7 +17,7 @@ class CodegenRunner(Runner):
 
     Building is cached (mnist_edge.codegen.host): the first runner for a model compiles it
     (a few seconds), the next ones load the library. `sources` is the folder of the pinned
-    source archives CMSIS-NN comes from (see mnist_edge.firmware.sources).
+    source archives CMSIS-NN comes from (see mnist_edge.sources).
     """
 
     engine = "the C engine"

@@ -35,6 +35,7 @@ for variable, folder in (
 import pytest  # noqa: E402
 
 from mnist_edge.data import IDX_FILES, IMAGE_MAGIC, Mnist, load_mnist  # noqa: E402
+from tests.helpers import skip_or_fail  # noqa: E402
 
 # Fixtures that train or export a model: a test using one (directly or through another fixture)
 # is marked slow automatically, so `pytest -m "not slow"` really trains nothing.
@@ -62,6 +63,8 @@ TOOL_PACKAGES = {
     "qemu-aarch64": "qemu-user-static",
     "apt-get": "apt",
     "dpkg-deb": "dpkg",
+    "chromium": "chromium",
+    "python3.11": "python3.11",
 }
 
 
@@ -92,10 +95,7 @@ def pytest_runtest_setup(item):
         packages = sorted(
             {TOOL_PACKAGES.get(name, name) for group in missing for name in group.split(" or ")}
         )
-        reason = f"{', '.join(missing)} not installed (apt-get install {' '.join(packages)})"
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(f"CI is set, and this test needs {reason}", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(f"{', '.join(missing)} not installed (apt-get install {' '.join(packages)})")
 
 
 # A quick but real run: the first 10,000 training images, 2 epochs (about 5 s on 2 cores).

@@ -3,10 +3,13 @@ as a real process, and where the firmware's pinned source archives are."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -22,6 +25,31 @@ ON_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
 needs_sources = pytest.mark.skipif(
     not SOURCES_DIR.is_dir() and not ON_CI, reason=f"no pinned source archives in {SOURCES_DIR}"
 )
+
+
+def skip_or_fail(reason: str, *, module_level: bool = False) -> NoReturn:
+    """Skip a test for want of something, or fail it under $CI: a CI that silently skips
+    would pass without running it."""
+    if ON_CI:
+        pytest.fail(f"CI is set, and this test needs {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)
+
+
+def need_module(name: str, extra: str) -> ModuleType:
+    """Import an optional module a test needs: skipped where it is absent, failed under $CI.
+
+    At module level it skips (or fails) the whole file; `extra` is the pyproject.toml extra
+    that installs it.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        skip_or_fail(
+            f"{name}, which is not installed (the [{extra}] extra: pip install -e '.[{extra}]')",
+            module_level=True,
+        )
+
+
 # The firmware tests' programs (conftest.py's needs_tools: a skip here, a failure under $CI).
 needs_arm_tools = pytest.mark.needs_tools("arm-none-eabi-gcc", "qemu-system-arm")
 

@@ -42,7 +42,7 @@ from mnist_edge.proofs.legacy_env import (
 from mnist_edge.proofs.run import model_inputs, read_bundle
 from mnist_edge.records import Proof, from_dict
 from mnist_edge.runtimes import open_runner
-from tests.helpers import assert_ran, run_command
+from tests.helpers import assert_ran, need_module, run_command
 
 pytestmark = pytest.mark.proof
 
@@ -54,10 +54,8 @@ PROVE_WALL_SECONDS: dict[str, float] = {}  # prove()'s wall time in the fixtures
 
 # Skipped where a program is missing, failed instead where $CI is set (conftest.py).
 needs_qemu = pytest.mark.needs_tools(("qemu-aarch64-static", "qemu-aarch64"), "apt-get", "dpkg-deb")
-needs_old_python = pytest.mark.skipif(
-    sys.version_info >= (3, 12) and not shutil.which("python3.11"),
-    reason="no Python <= 3.11 for tflite-runtime 2.14",
-)
+# tflite-runtime 2.14 has wheels up to Python 3.11: this interpreter, or python3.11 on PATH.
+needs_old_python = pytest.mark.needs_tools(*(["python3.11"] if sys.version_info >= (3, 12) else []))
 
 
 def _leftovers(cache: Path, keep: Path | None = None) -> list[str]:
@@ -89,7 +87,7 @@ def models(exported_all) -> Path:
 def proof_bundle(models, mnist, tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A minimal bundle (its model, a manifest naming it, golden.npz from host TFLM), and host
     TFLM's outputs on the first N_NATIVE test images."""
-    pytest.importorskip("tflite_micro")
+    need_module("tflite_micro", "micro")
     folder = tmp_path_factory.mktemp("proof") / "bundle"
     folder.mkdir()
     model = shutil.copy(models / MCU_TFLITE, folder / MCU_TFLITE)

@@ -56,10 +56,9 @@ def test_report_gathers_every_record(full_folder):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_tools(("chromium", "chromium-browser"))  # .ci/run installs Debian's package
 def test_every_image_loads_in_headless_chromium(full_folder, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs Debian's package)")
     build_report(full_folder)
     page = tmp_path / "checked.html"
     html = (full_folder / "report.html").read_text()

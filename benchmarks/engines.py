@@ -5,9 +5,8 @@ Builds both engines for each board with `mnist_edge.firmware.firmware` (real arm
 real QEMU with instruction counting), checks every output against host TFLM, and prints per
 board: flash (engine code / constants / harness), RAM (engine buffers / stack / harness statics),
 instructions per inference and per MAC, the ISA's limit, and codegen ÷ TFLM for each; then the
-issue's goals on Cortex-M4. TFLM's figures here include its images in flash (the C engine reads
-its images from the host): the flash compared is without them. Writes
-benchmarks/results/engines.json.
+issue's goals on Cortex-M4. Both engines run in the one harness, which reads its inputs from the
+host: no images in flash. Writes benchmarks/results/engines.json.
 
     python benchmarks/engines.py [--images 100] [--model artifacts/model_int8_mcu.tflite]
         [--sources ../shared/third_party]
@@ -31,21 +30,16 @@ GOALS = {
 }
 
 
-def flash_without_images(result) -> int:
-    """The firmware's flash less the test images TFLM's harness keeps there."""
-    return result.flash_bytes - (result.flash.images if result.flash is not None else 0)
-
-
 def row(result) -> dict:
-    f, m = result.engine_flash, result.engine_ram
+    f, m = result.flash, result.ram
     return {
         "cpu": result.cpu,
         "engine": result.engine,
         "golden": f"{result.golden_identical}/{result.golden_count}",
-        "flash_without_images": flash_without_images(result),
+        "flash_without_images": result.flash_bytes,
         "engine_code": f.engine_code,
         "constants": f.engine_constants,
-        "harness": f.harness - (result.flash.images if result.flash is not None else 0),
+        "harness": f.harness,
         "ram": result.ram_bytes,
         "buffers": m.engine_buffers,
         "stack": m.stack,

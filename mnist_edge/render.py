@@ -553,26 +553,22 @@ def firmware_table(report) -> Group:
             f"{r.ram_bytes:,}",
             f"{r.arena_bytes:,}",
             f"{r.stack_bytes:,}",
-            f"{r.library_seconds + r.build_seconds:,.0f}",
+            f"{(r.tflm.library_seconds if r.tflm else 0) + r.build_seconds:,.0f}",
         )
     return Group(table, *firmware_splits(report), *(f"not built: {n}" for n in report.not_built))
 
 
 def firmware_splits(report) -> list[str]:
-    """Each configuration's flash and RAM by role (engine or harness), TFLM's flash by
-    component, and the instructions per layer of the profiled inference."""
+    """Each configuration's flash and RAM by role (engine or harness), and the instructions
+    per layer of the profiled inference."""
     lines = []
     for r in report.results:
-        if r.engine_flash is not None and r.engine_ram is not None:
-            f, m = r.engine_flash, r.engine_ram
-            lines.append(
-                f"{r.label}: flash engine code {f.engine_code:,} + constants "
-                f"{f.engine_constants:,} + harness {f.harness:,}; RAM engine buffers "
-                f"{m.engine_buffers:,} + stack {m.stack:,} + harness statics {m.harness_statics:,}"
-            )
-        if r.flash is not None:
-            parts = ", ".join(f"{name} {value:,}" for name, value in asdict(r.flash).items())
-            lines.append(f"{r.label} flash: {parts}")
+        f, m = r.flash, r.ram
+        lines.append(
+            f"{r.label}: flash engine code {f.engine_code:,} + constants "
+            f"{f.engine_constants:,} + harness {f.harness:,}; RAM engine {m.engine_buffers:,} "
+            f"+ stack {m.stack:,} + harness statics {m.harness_statics:,}"
+        )
         if r.layers:
             parts = ", ".join(f"{layer.name} {layer.instructions:,}" for layer in r.layers)
             total = sum(layer.instructions for layer in r.layers)

@@ -1,11 +1,13 @@
 """Firmware: the int8 model on microcontrollers (Cortex-M; RISC-V for the C engine), built, run
 in QEMU and measured.
 
-For each CPU and kernel set this generates a small firmware project (templates/: startup, linker
-script, main.cc, the model and images as C arrays, a Makefile), compiles TensorFlow Lite Micro
-once per configuration into the cache (`build`), links, runs the ELF in QEMU with instruction
-counting (`qemu`), and checks every output byte against the host TFLM interpreter. The results
-say what the firmware costs: flash by component, RAM, arena, stack, instructions per inference.
+For each CPU × engine × kernel set this generates a small firmware project: the one harness
+(harness.py, templates/: startup, linker script, main.c reading the inputs from the host
+through semihosting, a Makefile) and the engine's files (cengine.py: the model compiled to C;
+tflm/: TensorFlow Lite Micro, its library compiled once per configuration into the cache),
+links, runs the ELF in QEMU with instruction counting (`qemu`), and checks every output byte
+against the host TFLM interpreter. The results say what the firmware costs, the same way for
+every engine: flash and RAM by role, stack, instructions per inference and per layer.
 
     report = firmware(Path("artifacts/model_int8.tflite"), images, labels,
                       cpus=["cortex-m4"], kernels=["cmsis-nn"], out=Path("artifacts/firmware"))
@@ -33,27 +35,22 @@ from mnist_edge.files import (
     write_files_atomic,
 )
 from mnist_edge.firmware.boards import BOARDS, KERNELS, Board, board_for
-from mnist_edge.firmware.build import (
-    find_toolchain,
-)
+from mnist_edge.firmware.build import find_toolchain
 from mnist_edge.firmware.cengine import CodegenEngine
-from mnist_edge.firmware.configs import Config
-from mnist_edge.firmware.project import (
-    ProjectInputs,
-)
+from mnist_edge.firmware.configs import Config, Engine
+from mnist_edge.firmware.project import ProjectInputs
 from mnist_edge.firmware.qemu import find_qemu
 from mnist_edge.firmware.readme import firmware_readme
 from mnist_edge.firmware.tflm import TflmEngine
-from mnist_edge.records import FirmwareReport, FirmwareResult, FlashSplit
+from mnist_edge.records import FirmwareReport, FirmwareResult
 from mnist_edge.sources import SourceTree, prepare_sources
-from mnist_edge.tensors import TensorSpec
+from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES, TensorSpec
 
 __all__ = [
     "BOARDS",
     "KERNELS",
     "FirmwareReport",
     "FirmwareResult",
-    "FlashSplit",
     "firmware",
 ]
 
@@ -61,10 +58,7 @@ log = logging.getLogger(__name__)
 
 
 LICENSES_DIR = "LICENSES"
-ELF = "firmware.elf"
 MAX_IMAGES = 10_000
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
 # The engines `firmware` can be given, by the name users pass (options.FIRMWARE_ENGINES).
 ENGINES = {engine.name: engine for engine in (TflmEngine(), CodegenEngine())}
 
@@ -90,7 +84,7 @@ def _check_options(
         if name not in KERNELS:
             raise MnistEdgeError(f"Unknown kernels {name!r}: expected one of {', '.join(KERNELS)}.")
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[:2]:
         raise MnistEdgeError(
             f"Images | Received {images.dtype} {images.shape}. Note: expected uint8 N×28×28 "
             "(MNIST test images)."
@@ -206,17 +200,14 @@ def _project_inputs(
 
 
 def _built_and_described(
-    engine, config: Config, staging: Path, run: bool, timeout_s: float, host_arena: int | None
+    config: Config, staging: Path, run: bool, timeout_s: float
 ) -> FirmwareResult:
-    """One configuration built (and run) by its engine, its README written beside it (TFLM's
-    projects), its figures logged."""
-    result, device = engine.build(config, staging, run, timeout_s, host_arena)
-    if engine.name == "tflm":
-        (staging / result.project / "README.md").write_bytes(
-            firmware_readme(
-                config.inputs, config.board, config.kernels, result, device, config.tree
-            )
-        )
+    """One configuration built (and run) by its engine, its README written beside it, its
+    figures logged."""
+    project = staging / config.name
+    result, _ = config.engine.build(config, project, run, timeout_s)
+    readme = firmware_readme(config, result, config.engine.readme_values(config))
+    (project / "README.md").write_bytes(readme)
     log.info(
         "%s: golden %d/%d, %s instructions per inference, flash %s, RAM %s",
         config.label,
@@ -231,21 +222,15 @@ def _built_and_described(
 
 def _configurations(
     boards: list[Board], engines: list[str], kernels: list[str], device: DeviceModel
-) -> tuple[list[tuple[object, Board, str]], list[str], int | None]:
-    """Every (engine, board, kernels) to build, why the others asked for cannot be, and TFLM's
-    arena measured on the host (where TFLM was asked for). A pair asked for by name that cannot
-    be built is refused in one line; with `all`, it is left out and said so (the report lists
-    it)."""
-    host_arena = None
+) -> tuple[list[tuple[Engine, Board, str]], list[str]]:
+    """Every (engine, board, kernels) to build, and why the others asked for cannot be. A pair
+    asked for by name that cannot be built is refused in one line; with `all`, it is left out
+    and said so (the report lists it)."""
     chosen, refused = [], []
     for board in boards:
         for name in engines:
             engine = ENGINES[name]
-            if name == "tflm" and host_arena is None and board.arch == "arm":
-                from mnist_edge.arena import measure_arena
-
-                host_arena = measure_arena(device.data, device.name, device.info).bytes
-            reason = engine.refusal(board, device, host_arena or 0)
+            reason = engine.refusal(board, device)
             if reason:
                 refused.append(f"{board.cpu} {name}: {reason}")
                 continue
@@ -256,7 +241,7 @@ def _configurations(
         raise error(("Does not fit: " if exceeds else "") + "; ".join(refused) + ".")
     for why in refused:
         log.warning("Not building %s", why)
-    return chosen, refused, host_arena
+    return chosen, refused
 
 
 def _copy_licenses(tree: SourceTree, folder: Path) -> None:
@@ -321,15 +306,14 @@ def firmware(
     kernels = list(dict.fromkeys(kernels))
     model = Path(model)
     device = _check_model(model)
-    chosen, refused, host_arena = _configurations(boards, engines, kernels, device)
+    chosen, refused = _configurations(boards, engines, kernels, device)
     out = Path(out)
-    names = [Config(None, board, k, None, None, engine.name).name for engine, board, k in chosen]
+    names = [engine.project_name(board, k) for engine, board, k in chosen]
     refuse_overwrite([out / FIRMWARE_JSON, *(out / name for name in names)], overwrite)
     arches = list(dict.fromkeys(board.arch for _, board, _ in chosen))
     try:
         toolchains = {arch: find_toolchain(arch) for arch in arches}
-        # The C engine always runs (its images come from the host, a run takes seconds).
-        needed = {b.qemu: None for e, b, _ in chosen if run or e.name == "codegen"}
+        needed = {b.qemu: None for _, b, _ in chosen if run}
         qemu_version = "; ".join(dict.fromkeys(find_qemu(q)[1] for q in needed)) or None
     except MissingDependencyError as exc:
         if not skip_missing_tools:
@@ -340,13 +324,8 @@ def firmware(
     inputs = _project_inputs(device, np.asarray(images), np.asarray(labels), tree)
     staging = Path(tempfile.mkdtemp(prefix=".firmware-staging-", dir=out))
     try:
-        configs = [
-            (e, Config(inputs, b, k, tree, toolchains[b.arch], e.name)) for e, b, k in chosen
-        ]
-        results = [
-            _built_and_described(engine, config, staging, run, timeout_s, host_arena)
-            for engine, config in configs
-        ]
+        configs = [Config(inputs, b, k, tree, toolchains[b.arch], e) for e, b, k in chosen]
+        results = [_built_and_described(c, staging, run, timeout_s) for c in configs]
         _check_budgets(results, max_flash, max_ram)
         _copy_licenses(tree, staging / LICENSES_DIR)
         report = FirmwareReport(

@@ -26,8 +26,8 @@ class Region:
 # What differs between the architectures: the cross compiler's prefix, the make variable that
 # carries it, the QEMU program, and the counter that measures instructions.
 ARCHES = {
-    "arm": ("arm-none-eabi-", "ARM_GCC_PREFIX", "qemu-system-arm", "SysTick"),
-    "riscv": ("riscv64-unknown-elf-", "RISCV_GCC_PREFIX", "qemu-system-riscv32", "minstret"),
+    "arm": ("arm-none-eabi-", "GCC_PREFIX", "qemu-system-arm", "SysTick"),
+    "riscv": ("riscv64-unknown-elf-", "GCC_PREFIX", "qemu-system-riscv32", "minstret"),
 }
 
 

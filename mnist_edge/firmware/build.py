@@ -8,33 +8,25 @@ one that built the ELF beside it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import re
 import shutil
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
-from mnist_edge.files import cache_dir
 from mnist_edge.firmware.boards import ARCHES
 from mnist_edge.processes import stream
-from mnist_edge.sources import SourceTree, exclusive
 
 log = logging.getLogger(__name__)
 
 TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev"
 RISCV_TOOLCHAIN_PACKAGES = "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf"
-LIBRARY_FORMAT = 1  # bump when the library's layout in the cache changes
-DONE = "library.json"
-FLASH_COMPONENTS = ("model", "images", "tflm_runtime", "kernels", "cmsis_nn", "libc", "app")
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ class Toolchain:
     version: str  # first line of `gcc --version`
     make: str
     # The Makefiles' variable for the compiler's prefix (boards.ARCHES)
-    prefix_variable: str = "ARM_GCC_PREFIX"
+    prefix_variable: str = "GCC_PREFIX"
 
     def describe(self) -> dict[str, str]:
         return {"gcc": self.version, "path": self.gcc}
@@ -124,7 +116,7 @@ def make(
     """Run the project's Makefile; MnistEdgeError with the first error line if it fails."""
     command = [toolchain.make, "-C", str(project), f"-j{jobs()}", *targets]
     command += [f"-o{path}" for path in old]  # taken as up to date, never rebuilt
-    command += _assign(variables)
+    command += assign(variables)
     command.append(f"{toolchain.prefix_variable}={toolchain.gcc.removesuffix('gcc')}")
     started = time.perf_counter()
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -142,135 +134,7 @@ def make(
     return MakeRun(tuple(lines), time.perf_counter() - started)
 
 
-# ----------------------------------------------------------------------------- the library
-
-
-@dataclass(frozen=True)
-class Library:
-    """TFLM and the kernels compiled for one configuration, in the cache."""
-
-    folder: Path  # the Makefile's LIB_DIR
-    key: str
-    files: int
-    built_now: bool
-    seconds: float  # compile time when it was built (now or earlier)
-
-    @property
-    def archive(self) -> Path:
-        return self.folder / "libtflm.a"
-
-
-def library_key(library_makefile: str, toolchain: Toolchain, sources: SourceTree) -> str:
-    """What the library's objects depend on: its Makefile's text (flags, files), the compiler,
-    the sources' tree hashes. Paths are not part of it."""
-    payload = {
-        "format": LIBRARY_FORMAT,
-        "tflm.mk": library_makefile,
-        "gcc": toolchain.version,
-        "sources": sources.describe(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _cached(folder: Path) -> dict | None:
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads((folder / DONE).read_text())
-        if (folder / "libtflm.a").is_file():
-            return record
-    return None
-
-
-class _Progress:
-    """Compile progress on stderr: a rich bar on a terminal, else a log line every tenth."""
-
-    def __init__(self, label: str, total: int):
-        self.label, self.total, self.done, self.reported = label, total, 0, 0
-        self.bar = None
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self.bar = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self.task = self.bar.add_task(label, total=total)
-            self.bar.start()
-
-    def line(self, text: str) -> None:
-        if not text.startswith(("CC ", "CXX ")):
-            return
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done)
-        elif self.done * 10 // self.total > self.reported or self.done == self.total:
-            self.reported = self.done * 10 // self.total
-            log.info("%s: %d/%d files", self.label, self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def build_library(
-    project: Path,
-    key: str,
-    label: str,
-    sources: SourceTree,
-    toolchain: Toolchain,
-) -> Library:
-    """The library for this project's tflm.mk, from the cache or compiled now (into a staging
-    folder renamed when complete, so an interrupted build is never reused)."""
-    root = cache_dir() / "firmware" / "lib"
-    folder = root / key
-    if (record := _cached(folder)) is not None:
-        return Library(folder, key, record["files"], False, record["seconds"])
-    # One library build at a time, across processes: the 2 cores are shared.
-    with exclusive(root / ".build.lock", f"waiting for another library build to finish ({label})"):
-        if (record := _cached(folder)) is not None:  # built by another process meanwhile
-            return Library(folder, key, record["files"], False, record["seconds"])
-        staging = root / f"{key}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        variables = {"SOURCES": str(sources.root), "LIB_DIR": str(staging)}
-        listing = subprocess.run(
-            [toolchain.make, "-s", "-C", str(project), "lib-sources", *_assign(variables)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        files = [line for line in listing.stdout.splitlines() if line.strip()]
-        if listing.returncode != 0 or not files:
-            raise MnistEdgeError(f"Cannot list the library's sources: {listing.stderr.strip()}")
-        missing = [path for path in files if not Path(path).is_file()]
-        if missing:
-            raise MnistEdgeError(f"Library source missing from {sources.root}: {missing[0]}.")
-        log.info("compiling %s: %d files on %d cores", label, len(files), jobs())
-        progress = _Progress(f"compiling {label}", len(files))
-        try:
-            run = make(
-                project,
-                ["lib"],
-                variables,
-                toolchain,
-                root / f"{key}.log",
-                f"Compiling {label}",
-                progress.line,
-            )
-        finally:
-            progress.close()
-        record = {"key": key, "label": label, "files": len(files), "seconds": run.seconds}
-        (staging / DONE).write_text(json.dumps(record, indent=2) + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-        log.info("compiled %s in %.0f s", label, run.seconds)
-        return Library(folder, key, len(files), True, run.seconds)
-
-
-def _assign(variables: dict[str, str]) -> list[str]:
+def assign(variables: dict[str, str]) -> list[str]:
     return [f"{key}={value}" for key, value in variables.items()]
 
 
@@ -319,35 +183,6 @@ def elf_sections(path: Path) -> list[Section]:
     ]
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """What the ELF needs of the board: flash (code, constants, .data's initial values) and
-    static RAM (.data and .bss, the tensor arena included), the flash split by component."""
-
-    flash_bytes: int
-    static_bytes: int
-    flash: dict[str, int]
-    sections: dict[str, int]
-
-
-def classify(member: str) -> str:
-    """The flash component an object file belongs to, by its path."""
-    name = Path(member.split("(")[-1].rstrip(")")).name
-    if name == "model_data.o":
-        return "model"
-    if name == "images.o":
-        return "images"
-    if "/CMSIS-NN-" in member:
-        return "cmsis_nn"
-    if "/tensorflow/lite/micro/kernels/" in member or "/tensorflow/lite/kernels/" in member:
-        return "kernels"
-    if "/tflite-micro-" in member:
-        return "tflm_runtime"
-    if re.search(r"(^|/)lib[\w+-]*\.a\(|/crt\w*\.o$|arm-none-eabi", member):
-        return "libc"  # newlib-nano, libm, semihosting (librdimon), libgcc
-    return "app"  # main, startup, board, and what the linker adds itself
-
-
 _INPUT = re.compile(r"^ (\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)(?:\s+(.*))?$")
 _OUTPUT = re.compile(r"^(\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)")
 
@@ -355,9 +190,9 @@ _OUTPUT = re.compile(r"^(\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)")
 def map_attribution(
     map_text: str,
     sections: list[str],
-    component_of: Callable[[str], str] = classify,
-    components: tuple[str, ...] = FLASH_COMPONENTS,
-    default: str = "app",
+    component_of: Callable[[str], str],
+    components: tuple[str, ...],
+    default: str,
 ) -> dict[str, dict[str, int]]:
     """Bytes per component in each named output section, from a GNU ld map.
 
@@ -411,29 +246,3 @@ def map_attribution(
             split[component] += end - address
         result[name] = split
     return result
-
-
-def measure(elf: Path, map_file: Path) -> Sizes:
-    """Flash and static RAM of the ELF, and the flash split; the split adds up to flash_bytes."""
-    sections = [s for s in elf_sections(elf) if s.name not in RESERVED_SECTIONS]
-    loaded = [s for s in sections if s.loaded]
-    flash_bytes = sum(s.size for s in loaded)
-    static_bytes = sum(s.size for s in sections if s.writable)
-    attribution = map_attribution(map_file.read_text(), [s.name for s in loaded])
-    flash = dict.fromkeys(FLASH_COMPONENTS, 0)
-    for section in loaded:
-        parts = attribution.get(section.name, {})
-        counted = sum(parts.values())
-        if counted != section.size:
-            raise MnistEdgeError(
-                f"{map_file}: section {section.name} is {section.size} bytes in the ELF but "
-                f"{counted} in the map; cannot split the flash by component."
-            )
-        for component, size in parts.items():
-            flash[component] += size
-    return Sizes(
-        flash_bytes=flash_bytes,
-        static_bytes=static_bytes,
-        flash=flash,
-        sections={s.name: s.size for s in sections},
-    )

@@ -1,41 +1,32 @@
-"""The README.md of each generated firmware project: what it is, how to rebuild and run it, and
-what this run measured."""
+"""The README.md of each generated firmware project, whichever engine: what it is, how to rebuild
+and run it, and what this run measured."""
 
 from __future__ import annotations
 
 from mnist_edge import __version__
-from mnist_edge.firmware.boards import Board
-from mnist_edge.firmware.project import (
-    KERNELS_DESCRIPTION,
-    STACK_SIZE,
-    ProjectInputs,
-    render,
-    resolver_calls,
-)
-from mnist_edge.firmware.qemu import QemuRun
+from mnist_edge.firmware.configs import Config
+from mnist_edge.firmware.project import render
 from mnist_edge.records import FirmwareResult
-from mnist_edge.sources import SOURCES, SourceTree
+from mnist_edge.sources import SOURCES
 
 
-def _measured_lines(result: FirmwareResult, run: QemuRun | None) -> str:
-    if run is None:
-        return "Built, not run (run=False)."
-    f = result.flash
+def _measured_lines(result: FirmwareResult) -> str:
+    if not result.ran:
+        return "Built, not run (`firmware --no-run`)."
+    f, m = result.flash, result.ram
     return "\n".join(
         [
             "| figure | value |",
             "| --- | --- |",
-            f"| golden outputs identical to host TFLM | {result.golden_identical}/"
-            f"{result.golden_count} |",
+            f"| outputs identical to host TFLM | {result.golden_identical}/{result.golden_count} |",
             f"| correct | {result.correct}/{result.images} |",
             f"| instructions per inference | {result.instructions_per_inference:,} median "
-            f"(min {result.instructions_min:,}, max {result.instructions_max:,}); "
-            f"{result.instructions_per_mac:.2f} per MAC for {result.macs:,} MACs |",
-            f"| flash | {result.flash_bytes:,} bytes: model {f.model:,}, images {f.images:,}, "
-            f"TFLM runtime {f.tflm_runtime:,}, kernels {f.kernels:,}, CMSIS-NN {f.cmsis_nn:,}, "
-            f"libc {f.libc:,}, app {f.app:,} |",
-            f"| RAM | {result.ram_bytes:,} bytes: static {result.static_bytes:,} (arena "
-            f"{result.arena_bytes:,}) + stack peak {result.stack_bytes:,} |",
+            f"(min {result.instructions_min:,}, max {result.instructions_max:,}) for "
+            f"{result.macs:,} MACs |",
+            f"| flash | {result.flash_bytes:,} bytes: engine code {f.engine_code:,}, engine "
+            f"constants {f.engine_constants:,}, harness {f.harness:,} |",
+            f"| RAM | {result.ram_bytes:,} bytes: engine {m.engine_buffers:,} (arena "
+            f"{result.arena_bytes:,}), harness {m.harness_statics:,}, stack peak {m.stack:,} |",
         ]
     )
 
@@ -46,15 +37,10 @@ def _source_table() -> str:
     return "\n".join(rows)
 
 
-def firmware_readme(
-    inputs: ProjectInputs,
-    board: Board,
-    kernels: str,
-    result: FirmwareResult,
-    run: QemuRun | None,
-    tree: SourceTree,
-) -> bytes:
-    """The project's README.md: what it is, how to build and run it, what it measured."""
+def firmware_readme(config: Config, result: FirmwareResult, engine_values: dict[str, str]) -> bytes:
+    """The project's README.md; engine_values: engine_title, engine_description, engine_rows
+    (the engine's files as table rows) and make_example (make's arguments)."""
+    board, inputs = config.board, config.inputs
     values = {
         "version": __version__,
         "model_name": inputs.model_name,
@@ -62,22 +48,20 @@ def firmware_readme(
         "cpu": board.cpu,
         "machine": board.machine,
         "board_description": board.description,
-        "kernels_description": KERNELS_DESCRIPTION[kernels],
         "image_count": len(inputs.inputs),
-        "measured": _measured_lines(result, run),
-        "mve": " and MVE" if board.macs_per_instruction > 2 else "",
+        "measured": _measured_lines(result),
         "code_name": board.code.name,
         "code_origin": f"0x{board.code.origin:08X}",
         "code_length": f"{board.code.length:,}",
         "data_name": board.data.name,
         "data_origin": f"0x{board.data.origin:08X}",
         "data_length": f"{board.data.length:,}",
-        "stack_size": f"{STACK_SIZE:,}",
-        "op_count": len(resolver_calls(inputs.info, kernels)),
-        "library_files": result.library_files,
-        "sources": tree.root,
+        "stack_size": f"{config.stack_size:,}",
+        "counter": board.counter,
+        "qemu": board.qemu,
         "qemu_args": " ".join(board.qemu_args),
         "source_table": _source_table(),
         "instructions_per_tick": f"{board.instructions_per_tick:g}",
+        **engine_values,
     }
     return render("README.md", values).encode()

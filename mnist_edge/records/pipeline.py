@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnist_edge.records.device import Agreement, NpuEstimate, OnTarget
+from mnist_edge.records.compare import Agreement
+from mnist_edge.records.firmware import OnTarget
+from mnist_edge.records.npu import NpuEstimate
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARTIFACTS ?= artifacts
 EXTRAS ?= train,micro,report,npu,dev
 
-.PHONY: setup demo test prove lint clean
+.PHONY: setup demo test prove lint clean docs
 
 # A workstation install: the package, TensorFlow and tf2onnx, TFLite Micro, the test tools.
 $(VENV)/.installed: pyproject.toml
@@ -52,3 +52,9 @@ lint: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
 	find $(ARTIFACTS) -mindepth 1 ! -name .gitkeep -delete
+
+# Every example output in README.md and docs/*.md, rewritten from one small real run of the
+# pipeline in a temporary folder (tools/docs.py; `tools/docs.py --only NAME` for one example).
+# tests/test_docs.py fails when a page no longer matches what its command prints.
+docs: setup
+	$(BIN)/python tools/docs.py $(SOURCES_OPTION)

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import struct
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -219,6 +220,27 @@ class TflmReference:
         found = self._by_sha256.get(digest)
         return replace(found, path=Path(path)) if found is not None else None
 
+    def save(self, model: Path, folder: Path) -> Path:
+        """The outputs for `model` in an .npz, for a child process (served_command)."""
+        import numpy as np
+
+        known = self(model)
+        path = folder / f"tflm-{known.sha256[:16]}.npz"
+        np.savez(path, sha256=known.sha256, inputs=known.inputs, outputs=known.outputs)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> TflmReference:
+        """A reference that knows the outputs save() wrote, and computes none."""
+        import numpy as np
+
+        reference = cls(None)
+        with np.load(path) as npz:
+            digest = str(npz["sha256"])
+            outputs = TflmOutputs(Path(), b"", digest, npz["inputs"], npz["outputs"])
+        reference._by_sha256[digest] = outputs
+        return reference
+
     def _run(self, path: Path, data: bytes, digest: str) -> TflmOutputs:
         import numpy as np
 
@@ -277,6 +299,34 @@ def tflm_served_from(reference: TflmReference):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(TFLMRunner, "predict_raw", predict_raw)
         yield
+
+
+# `mnist-edge ARGS` in a child process whose TFLMRunner is served as above (argv: the .npz).
+SERVED_MAIN = """
+import sys
+
+from tests.conftest import TflmReference, tflm_served_from
+
+with tflm_served_from(TflmReference.load(sys.argv.pop(1))):
+    from mnist_edge.cli import main
+
+    main()
+"""
+
+
+def served_command(reference: TflmReference, model: Path, folder: Path) -> list:
+    """The command line (then the CLI's arguments) of a real `mnist-edge` process that takes
+    TFLM's outputs for `model` from this session's, as tflm_served_from does in this one.
+    Run it with PYTHONPATH at the checkout (served_env)."""
+    script = folder / "served_main.py"
+    script.write_text(SERVED_MAIN)
+    return [sys.executable, script, reference.save(model, folder)]
+
+
+def served_env() -> dict[str, str]:
+    """This process's environment, with the checkout importable (tests.conftest)."""
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 @pytest.fixture()

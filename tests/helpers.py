@@ -88,3 +88,42 @@ def assert_ran(done: subprocess.CompletedProcess, code: int = 0) -> None:
     """A process ended with `code`, with no Python traceback on stderr."""
     assert done.returncode == code, (done.returncode, done.stdout[-3000:], done.stderr[-3000:])
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def planted_source(source: str, image, byte: int = 3) -> str:
+    """model.c whose inference flips the lowest bit of output byte `byte` for exactly this int8
+    input image, and computes every other output as before: one wrong byte."""
+    values = ", ".join(str(int(v)) for v in image.reshape(-1))
+    planted = f"""    {{
+        /* Planted by a test: one output byte wrong for one input. */
+        static const int8_t planted[{image.size}] = {{{values}}};
+        int32_t i = 0;
+        while (i < {image.size} && input[i] == planted[i]) {{
+            ++i;
+        }}
+        if (i == {image.size}) {{
+            output[{byte}] = (int8_t)(output[{byte}] ^ 1);
+        }}
+    }}
+"""
+    head, end, tail = source.rpartition("    return 0;\n}")  # the inference function's end
+    assert end, "no end of the inference function in model.c"
+    return head + planted + end + tail
+
+
+def plant_one_byte(monkeypatch, image, byte: int = 3) -> None:
+    """Every C engine generated from now on (mnist_edge.codegen.generate, which the codegen
+    runner, verify and bundle all call) has planted_source's one wrong byte."""
+    import dataclasses
+
+    import mnist_edge.codegen
+
+    generate = mnist_edge.codegen.generate
+
+    def planted_generate(*args, **kwargs):
+        engine = generate(*args, **kwargs)
+        source = planted_source(engine.files["model.c"].decode(), image, byte)
+        files = {**engine.files, "model.c": source.encode()}
+        return dataclasses.replace(engine, files=files)
+
+    monkeypatch.setattr(mnist_edge.codegen, "generate", planted_generate)

@@ -34,11 +34,11 @@ from mnist_edge.proofs.legacy_runner import (
 )
 from mnist_edge.runtimes import LiteRTRunner
 from mnist_edge.tensors import quantize
-from tests.conftest import snapshot
-from tests.helpers import assert_exit, assert_ran, run_command
+from tests.conftest import served_command, served_env, snapshot, tflm_served_from
+from tests.helpers import assert_exit, assert_ran, need_module, run_command, skip_or_fail
 from tests.test_csource import WRITEBACK
 
-pytest.importorskip("tflite_micro")
+need_module("tflite_micro", "micro")
 
 C_NAME = "mnist_model"
 GOLDEN = 12
@@ -115,23 +115,28 @@ def dynamic_model(exported, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundled(exported, dynamic_model, legacy_python, tmp_path_factory):
-    """`mnist-edge bundle --json` run once as a real process: (artifacts, bundle folder, JSON)."""
+def bundled(exported, dynamic_model, legacy_python, tflm_reference, tmp_path_factory):
+    """`mnist-edge bundle --json` run once as a real process: (artifacts, bundle folder, JSON).
+
+    Its TFLM takes the session's outputs for the 10,000 images (conftest.served_command): it
+    still builds its interpreter at the arena it measured and runs the first images itself.
+    The installed console script runs `bundle` in test_verify_rows_are_reused_only_....
+    """
     source, _ = exported
     artifacts = tmp_path_factory.mktemp("bundle") / "artifacts"
     shutil.copytree(source, artifacts)
     (artifacts / "verify.json").unlink(missing_ok=True)  # bundle measures every runtime itself
     shutil.copy(dynamic_model, artifacts)  # an export that cannot load in tflite-runtime 2.14
     out = artifacts.parent / "device"
-    # The console script pip installed beside this interpreter, else the module.
-    entry_point = Path(sys.executable).parent / "mnist-edge"
-    command = [entry_point] if entry_point.is_file() else [sys.executable, "-m", "mnist_edge"]
+    model = artifacts / "model_int8_mcu.tflite"
+    command = served_command(tflm_reference, model, artifacts.parent)
     done = subprocess.run(
         [*command, "bundle", "-a", artifacts, "--out", out, "--c-name", C_NAME]
         # TFLM's files only: the C engine has its own tests (test_bundle_cengine.py).
         + ["--golden", str(GOLDEN), "--engine", "tflm", "--json"],
         capture_output=True,
         text=True,
+        env=served_env(),
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -187,11 +192,10 @@ def test_bundle_writes_every_file_and_the_manifest_lists_them(bundled):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_tools(("g++", "gcc"))
 def test_model_data_cc_compiles_and_gives_back_the_exact_bytes(bundled, tmp_path):
     """gcc builds the bundle's own C files with a tiny program that writes them back out."""
     gcc = shutil.which("g++") or shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("no C++ compiler here")
     _, out, payload = bundled
     (tmp_path / "main.cc").write_text(WRITEBACK.replace("NAME", C_NAME))
     program = tmp_path / "writeback"
@@ -264,7 +268,7 @@ def test_golden_vectors_reproduce_bit_exactly_in_a_fresh_process(bundled, runtim
 
 @pytest.mark.slow
 def test_manifest_ops_match_an_independent_read_with_the_tflite_package(bundled):
-    tflite = pytest.importorskip("tflite")
+    tflite = need_module("tflite", "dev")
     _, out, payload = bundled
     model = tflite.Model.GetRootAsModel((out / "model_int8_mcu.tflite").read_bytes(), 0)
     codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
@@ -301,7 +305,7 @@ def test_tflite_runtime_2_14_loads_float32_and_int8_and_matches(bundled, legacy_
     """The older runtime: int8 bit for bit equal to litert-ref, float32 classes equal LiteRT's."""
     legacy_python, why = legacy_venv
     if legacy_python is None:
-        pytest.skip(f"no tflite-runtime {TFLITE_RUNTIME_VERSION} venv: {why}")
+        skip_or_fail(f"a tflite-runtime {TFLITE_RUNTIME_VERSION} venv, not made here: {why}")
     artifacts, _, payload = bundled
     images = to_float(mnist.x_test)
     int8, float32 = artifacts / "model_int8.tflite", artifacts / "model_float32.tflite"
@@ -446,11 +450,15 @@ def test_an_earlier_bundle_is_kept_unless_overwrite(bundled):
 
 
 @pytest.mark.slow
-def test_verify_rows_are_reused_only_for_the_bytes_they_verified(exported_copy, mnist, tmp_path):
+def test_verify_rows_are_reused_only_for_the_bytes_they_verified(
+    exported_copy, mnist, tflm_reference, tmp_path
+):
     from mnist_edge.verify import verify
 
     model = exported_copy / "model_int8_mcu.tflite"
-    report = verify(exported_copy, mnist, models=[model], runtimes=["tflm", "litert-ref"])
+    tflm_reference(model)  # the session's TFLM outputs (conftest.tflm_served_from)
+    with tflm_served_from(tflm_reference):
+        report = verify(exported_copy, mnist, models=[model], runtimes=["tflm", "litert-ref"])
     # `mnist-edge bundle` as a user runs it: the installed script, its table on stdout.
     out = tmp_path / "reused"
     done = run_command("bundle", "-a", exported_copy, "--out", out)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,34 +23,13 @@ from mnist_edge.codegen.graph import read_graph
 from mnist_edge.codegen.plan import LEVELS, MemoryPlan, plan_memory
 from mnist_edge.codegen.quant import quantize_multiplier, softmax_parameters
 from mnist_edge.errors import MissingDependencyError, ModelError
-from tests.helpers import SOURCES_DIR, needs_sources
+from tests.conftest import TflmOutputs
+from tests.helpers import SOURCES_DIR, need_module, needs_sources
 
 TEST_IMAGES = 10_000
 
 
-@dataclass(frozen=True)
-class Golden:
-    """A model, the int8 test images as its input, and TFLM's outputs for every one."""
-
-    path: Path
-    data: bytes
-    inputs: np.ndarray
-    outputs: np.ndarray
-
-
-def golden(path: Path, mnist) -> Golden:
-    """TFLM's outputs on all 10,000 test images, the inputs quantized the runners' way."""
-    pytest.importorskip("tflite_micro")
-    from mnist_edge.data import to_float
-    from mnist_edge.runtimes.base import quantize
-    from mnist_edge.runtimes.tflm_runner import TFLMRunner
-
-    tflm = TFLMRunner(path)
-    inputs = quantize(to_float(mnist.x_test), tflm.input)
-    return Golden(path, path.read_bytes(), inputs, tflm.predict_raw(inputs))
-
-
-def identical(outputs: np.ndarray, expected: Golden) -> int:
+def identical(outputs: np.ndarray, expected: TflmOutputs) -> int:
     """Images whose every output byte equals TFLM's."""
     got = outputs.reshape(len(expected.outputs), -1)
     return int((got == expected.outputs.reshape(got.shape)).all(axis=1).sum())
@@ -67,9 +45,10 @@ def sources():
 
 
 @pytest.fixture(scope="module")
-def mcu(exported, mnist) -> Golden:
+def mcu(exported, tflm_reference) -> TflmOutputs:
+    """The quick model's MCU-lean export and TFLM's outputs on every test image."""
     artifacts, _ = exported
-    return golden(artifacts / "model_int8_mcu.tflite", mnist)
+    return tflm_reference(artifacts / "model_int8_mcu.tflite")
 
 
 def small_cnn(mnist):
@@ -149,7 +128,7 @@ def live_overlaps(plan: MemoryPlan, offsets: dict[str, int] | None = None) -> li
 
 
 @needs_sources
-@pytest.mark.needs_tools(("cc", "gcc"))
+@pytest.mark.needs_tools(("cc", "gcc"), "nm")
 def test_bit_identical_with_tflm_on_every_test_image(mcu, sources):
     from mnist_edge.runtimes.codegen_runner import CodegenRunner
 
@@ -159,10 +138,27 @@ def test_bit_identical_with_tflm_on_every_test_image(mcu, sources):
     assert identical(runner.predict_raw(mcu.inputs[:50], batch=1), golden_slice(mcu, 50)) == 50
     described = runner.describe()
     assert described["runtime"] == "codegen" and described["plan"] == "streamed"
-    assert described["arena_bytes"] == runner.generated.plan.peak_bytes
+    # The arena the library really holds (its `arena` symbol in the built ELF) is the end of
+    # the plan's highest buffer, word-aligned, and no two buffers alive together share a byte.
+    plan = runner.generated.plan
+    highest = max(r.offset + r.bytes for r in plan.rows() if r.offset is not None)
+    assert symbol_size(Path(described["library"]), "arena") == -(-highest // 4) * 4
+    assert described["arena_bytes"] == -(-highest // 4) * 4 and live_overlaps(plan) == []
 
 
-def golden_slice(g: Golden, n: int) -> Golden:
+def symbol_size(library: Path, name: str) -> int:
+    """The size of a symbol of a built ELF, as binutils' nm reads it."""
+    done = subprocess.run(
+        ["nm", "-S", "--defined-only", str(library)], capture_output=True, text=True, check=True
+    )
+    sizes = [
+        int(line.split()[1], 16) for line in done.stdout.splitlines() if line.endswith(f" {name}")
+    ]
+    assert len(sizes) == 1, done.stdout[-2000:]
+    return sizes[0]
+
+
+def golden_slice(g: TflmOutputs, n: int) -> TflmOutputs:
     return dataclasses.replace(g, inputs=g.inputs[:n], outputs=g.outputs[:n])
 
 
@@ -170,11 +166,11 @@ def golden_slice(g: Golden, n: int) -> Golden:
 @pytest.mark.needs_tools(("cc", "gcc"))
 @pytest.mark.slow
 @pytest.mark.parametrize("quantized", ["per-channel", "per-tensor"])
-def test_other_shapes_are_bit_identical_too(small_models, mnist, sources, quantized):
+def test_other_shapes_are_bit_identical_too(small_models, tflm_reference, sources, quantized):
     from mnist_edge.codegen.graph import Conv2D, FullyConnected
     from mnist_edge.runtimes.codegen_runner import CodegenRunner
 
-    expected = golden(small_models[quantized], mnist)
+    expected = tflm_reference(small_models[quantized])
     layers = read_graph(expected.data).layers
     convs = [x for x in layers if isinstance(x, Conv2D)]
     dense = [x for x in layers if isinstance(x, FullyConnected)]
@@ -183,12 +179,15 @@ def test_other_shapes_are_bit_identical_too(small_models, mnist, sources, quanti
     per_channel = quantized == "per-channel"
     assert all((len(x.weight_scales) > 1) == per_channel for x in convs + dense)
     runner = CodegenRunner(expected.path)
+    assert runner.generated.plan.level == "streamed"
     assert identical(runner.predict_raw(expected.inputs), expected) == TEST_IMAGES
-    # One call per layer: the own kernel without a pool, over same padding too.
-    assert identical(run_level(expected, "layers"), expected) == TEST_IMAGES
+    # The other plan levels: fused slices over whole tensors, and one call per layer (the own
+    # kernel without a pool, over same padding too).
+    for level in sorted(set(LEVELS) - {"streamed"}):
+        assert identical(run_level(expected, level), expected) == TEST_IMAGES, level
 
 
-def run_level(model: Golden, level: str) -> np.ndarray:
+def run_level(model: TflmOutputs, level: str) -> np.ndarray:
     """The engine generated with a plan level, built for the host, on every input."""
     from mnist_edge.codegen.host import build, load_library, run_batch
 
@@ -198,7 +197,7 @@ def run_level(model: Golden, level: str) -> np.ndarray:
 
 @needs_sources
 @pytest.mark.needs_tools(("cc", "gcc"))
-@pytest.mark.parametrize("level", ["fused", "layers"])
+@pytest.mark.parametrize("level", sorted(set(LEVELS) - {"streamed"}))  # streamed: above
 def test_every_plan_level_is_bit_identical_too(mcu, sources, level):
     # The own kernel's other calls: fused slices whose input is a whole tensor, and one call
     # per layer (no pool: every row of the convolution, two outputs at a time).
@@ -216,7 +215,11 @@ def test_own_kernel_takes_the_convolutions_cmsis_nn_is_slow_on(exported):
     assert "edge_slice(&conv_0, &maxpool_1," in code and "edge_slice(&conv_2, &maxpool_3," in code
     assert "edge_conv_s8(&ctx, &conv_4.params" in code
     assert "arm_convolve_s8(" not in code and "arm_max_pool_s8(" not in code
-    # The kernel pools as it goes: no buffer of convolution rows, and the same arena.
+    # The kernel pools as it goes: no buffer of convolution rows, and the same arena: 5,824 B,
+    # the streamed plan's as published (README's bundle example and Measured table, commits
+    # ac1289d and aa02c25). The plan follows from the layers' shapes alone, not the trained
+    # weights, so the ceiling has no margin: more is the planner's regression. Re-measure:
+    # mnist-edge bundle prints "The C engine's memory plan (streamed): one static arena of N B".
     assert not [row for row in engine.plan.rows() if row.buffer.endswith("_rows")]
     assert engine.arena_bytes <= 5_824
     assert "Source/NNSupportFunctions/arm_s8_to_s16_unordered_with_offset.c" in (
@@ -278,7 +281,7 @@ def test_generated_c_is_warning_free_for_each_kernel_path(exported, sources, cpu
 
 
 def test_plan_keeps_live_buffers_apart_and_beats_the_lower_bound(exported):
-    pytest.importorskip("tflite_micro")
+    need_module("tflite_micro", "micro")
     from mnist_edge.runtimes.tflm_runner import TFLM_DEFAULT_ARENA, tflm_allocation
 
     artifacts, _ = exported
@@ -296,7 +299,12 @@ def test_plan_keeps_live_buffers_apart_and_beats_the_lower_bound(exported):
     assert plans["streamed"].peak_bytes < plans["fused"].peak_bytes < bound
     # The seed CNN: the fused plan holds the pooled 13x13x32 whole, streaming does not.
     assert bound == 26 * 26 * 32 + 13 * 13 * 32
-    assert plans["fused"].peak_bytes < 10_000 and plans["streamed"].peak_bytes < 6_700
+    # Ceilings at the figures measured on the seed CNN, which depend on its layers' shapes
+    # only (any model trained on its recipe plans the same): streamed 5,824 B as published
+    # (README, commit ac1289d), fused 9,568 B (not published; measured by this plan_memory
+    # at commit aa02c25). No margin: more bytes is the planner's regression, fewer a reason to
+    # lower the pin. Re-measure: print(plan_memory(read_graph(data), level).peak_bytes).
+    assert plans["fused"].peak_bytes <= 9_568 and plans["streamed"].peak_bytes <= 5_824
     head, tail = tflm_allocation(data, TFLM_DEFAULT_ARENA)
     assert plans["streamed"].peak_bytes < head + tail
 

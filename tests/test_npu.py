@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import fields
-from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -18,22 +18,20 @@ from mnist_edge.cli import app
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError, ModelError
 from mnist_edge.files import sha256_file
 from mnist_edge.model_info import read_tflite
-from mnist_edge.npu import compile_for_npu, estimate_npu, vela_version
+from mnist_edge.npu import VELA_DISTRIBUTION, compile_for_npu, estimate_npu, vela_version
 from mnist_edge.options import NPU_BASIS, NPU_TARGETS
-from mnist_edge.records import FirmwareReport, FirmwareResult
-from tests.helpers import assert_exit
+from mnist_edge.records import EngineFlash, EngineRam, FirmwareReport, FirmwareResult
+from tests.helpers import assert_exit, need_module
 
 
-def _vela_installed() -> bool:
-    try:
-        metadata.version("ethos-u-vela")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
+@pytest.fixture()
+def vela():
+    """Arm's vela, for the tests that run it: skipped where the [npu] extra is missing, failed
+    under $CI."""
+    return need_module("ethosu.vela", "npu")
 
 
-VELA = _vela_installed()
-needs_vela = pytest.mark.skipif(not VELA, reason="ethos-u-vela is not installed (the [npu] extra)")
+needs_vela = pytest.mark.usefixtures("vela")
 U55 = [name for name in NPU_TARGETS if name.startswith("ethos-u55-")]
 
 
@@ -48,10 +46,37 @@ def npu_copy(tmp_path: Path, exported) -> Path:
     return target
 
 
-@pytest.mark.skipif(VELA, reason="vela is installed: its absence cannot be shown here")
-def test_missing_vela_names_the_npu_extra():
+@pytest.fixture()
+def without_vela(monkeypatch):
+    """This process as where the [npu] extra is not installed: no ethos-u-vela distribution,
+    no ethosu module (whether or not vela is really installed here)."""
+    from importlib import metadata
+
+    installed = metadata.version
+
+    def version(name: str) -> str:
+        if name == VELA_DISTRIBUTION:
+            raise metadata.PackageNotFoundError(name)
+        return installed(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    for name in [m for m in sys.modules if m.split(".")[0] == "ethosu"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ethosu", None)  # `import ethosu` raises ImportError
+
+
+def test_missing_vela_names_the_npu_extra(without_vela, npu_copy):
+    with pytest.raises(ImportError):
+        import ethosu.vela  # noqa: F401
     with pytest.raises(MissingDependencyError, match=r"pip install 'mnist-edge\[npu\]'"):
         vela_version()
+    # Refused before vela is run: one error naming the extra, not vela's traceback.
+    with pytest.raises(MissingDependencyError, match=r"ethos-u-vela\) is not installed"):
+        compile_for_npu(npu_copy / "model_int8_mcu.tflite", "ethos-u55-128")
+    result = CliRunner().invoke(app, ["bench", "-t", "ethos-u55-128", "-a", str(npu_copy)])
+    assert_exit(result, 2)
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "pip install 'mnist-edge[npu]'" in error and "Traceback" not in result.stderr
 
 
 @needs_vela
@@ -111,7 +136,7 @@ def test_float_model_stays_on_the_cpu(npu_copy):
 
 @needs_vela
 def test_an_unmappable_operator_is_listed_not_refused(tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    tf = need_module("tensorflow", "train")
     import numpy as np
 
     inputs = tf.keras.Input((8, 8, 1), batch_size=1)
@@ -180,13 +205,13 @@ def _firmware_result(cpu: str, sha256: str, instructions: int) -> FirmwareResult
         "mismatches": (),
         "instructions_per_inference": instructions,
         "instructions_per_mac": None,
-        "flash": None,
+        "engine": "tflm",
+        "flash": EngineFlash(1, 1, 1),
+        "ram": EngineRam(1, 1, 1),
         "arena_measured_on": "device",
         "project": "p",
         "elf": "e",
         "elf_sha256": "0" * 64,
-        "library_cached": True,
-        "library_seconds": 0.0,
         "build_seconds": 0.0,
         "run_seconds": 0.0,
         "qemu_command": (),

@@ -6,12 +6,16 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from mnist_edge.artifacts import EXPORT_FILES
+from mnist_edge.cli import app
 from mnist_edge.data import to_float
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.runtimes import open_runner
 from mnist_edge.verify import verify
+from tests.conftest import tflm_served_from
+from tests.helpers import assert_exit, needs_sources, plant_one_byte
 
 
 def test_verify_passes_and_writes_the_contract(exported, mnist):
@@ -123,3 +127,65 @@ def test_parity_report_on_all_formats(exported_all, mnist):
     record = json.loads((artifacts / "verify.json").read_text())
     assert record["cross_agreement"]["matrix"] == cross.matrix
     assert "disagreements" in record["results"][0] and "confusion" in record["reference"]
+
+
+# `verify -r codegen` against TFLM: the reference (conftest's tflm_reference) is tflite-micro's
+# own interpreter run by the tests, and verify's TFLM is served from it past its first images.
+needs_c_compiler = pytest.mark.needs_tools(("cc", "gcc"))
+PLANTED = 1234  # the test image whose output the planted engine gets one byte wrong
+
+
+def _same_images(inputs: np.ndarray, k: int) -> list[int]:
+    return [int(i) for i in np.flatnonzero((inputs == inputs[k]).all(axis=(1, 2, 3)))]
+
+
+@needs_sources
+@needs_c_compiler
+def test_verify_codegen_is_bit_identical_to_tflm(exported_copy, mnist, tflm_reference, monkeypatch):
+    from mnist_edge.runtimes.codegen_runner import CodegenRunner
+
+    model = exported_copy / "model_int8_mcu.tflite"
+    reference = tflm_reference(model)
+    seen = []  # what the C engine gave verify: its inputs and outputs
+    predict_raw = CodegenRunner.predict_raw
+
+    def recorded(self, x, *args, **kwargs):
+        seen.append((np.array(x), predict_raw(self, x, *args, **kwargs)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(CodegenRunner, "predict_raw", recorded)
+    with tflm_served_from(tflm_reference):
+        report = verify(exported_copy, mnist, models=[model], runtimes=["codegen"])
+    assert report, report.failures
+    (row,) = report.results
+    identity = row.tflm_identity
+    assert (identity.images, identity.bit_identical, identity.max_abs_diff) == (10_000, 10_000, 0)
+    # What verify stated, checked here: on the test images, the C engine's outputs are those
+    # of tflite-micro's interpreter, byte for byte.
+    ((inputs, outputs),) = seen
+    assert np.array_equal(inputs, reference.inputs)
+    assert np.array_equal(outputs.reshape(reference.outputs.shape), reference.outputs)
+
+
+@needs_sources
+@needs_c_compiler
+def test_verify_codegen_fails_on_one_wrong_byte(exported_copy, mnist, tflm_reference, monkeypatch):
+    model = exported_copy / "model_int8_mcu.tflite"
+    reference = tflm_reference(model)
+    assert _same_images(reference.inputs, PLANTED) == [PLANTED]
+    plant_one_byte(monkeypatch, reference.inputs[PLANTED])
+    with tflm_served_from(tflm_reference):
+        result = CliRunner().invoke(
+            app, ["verify", "-a", str(exported_copy), "-m", str(model), "-r", "codegen"]
+        )
+    assert_exit(result, 1)
+    expected = (
+        "model_int8_mcu.tflite (codegen): 9,999/10,000 outputs bit-identical to TFLM's "
+        f"(first difference: test image {PLANTED})"
+    )
+    assert expected in result.stderr
+    (row,) = json.loads((exported_copy / "verify.json").read_text())["results"]
+    identity = row["tflm_identity"]
+    assert identity["bit_identical"] == 9_999 and identity["max_abs_diff"] == 1
+    assert identity["mismatches"] == [PLANTED]
+    assert row["passed"]  # one byte moves no accuracy: the identity check alone caught it

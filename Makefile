@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 ARTIFACTS ?= artifacts
 EXTRAS ?= train,micro,report,npu,dev
 
-.PHONY: setup demo test prove lint clean docs
+.PHONY: setup demo test check prove lint clean docs
 
 # A workstation install: the package, TensorFlow and tf2onnx, TFLite Micro, the test tools.
 $(VENV)/.installed: pyproject.toml
@@ -41,6 +41,11 @@ demo: setup
 # The suite, less the platform proofs (emulated aarch64, tflite-runtime 2.14): `make prove`.
 test: setup
 	$(BIN)/python -m pytest -m "not proof"
+
+# The loop between edits (a few minutes on 2 cores): the tests that train nothing, and one small
+# run of the whole pipeline through the CLI (tests/test_check.py).
+check: setup
+	$(BIN)/python -m pytest -m "(not slow and not proof) or check" -q
 
 prove: setup
 	$(BIN)/python -m pytest -m proof

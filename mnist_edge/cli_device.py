@@ -198,8 +198,13 @@ def firmware(
         bool, typer.Option(help="Run each ELF in QEMU (--no-run: build and measure only).")
     ] = True,
     timeout: Annotated[
-        float, typer.Option(min=1.0, help="Seconds a QEMU run may take before it is stopped.")
-    ] = 300.0,
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Seconds a QEMU run may take before it is stopped. Default: 300, and 0.1 more "
+            "per image (TFLM runs about 15 inferences of the seed's CNN a second in QEMU).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace an earlier firmware run in --out.")
     ] = False,
@@ -242,7 +247,7 @@ def firmware(
         max_ram=max_ram,
         run=run,
         overwrite=overwrite,
-        timeout_s=timeout,
+        timeout_s=timeout if timeout is not None else 300.0 + 0.1 * images,
         skip_missing_tools=skip_missing_tools,
     )
     emit(report, firmware_table, as_json)

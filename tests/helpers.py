@@ -72,8 +72,11 @@ def entry_point() -> Path:
     return Path(sys.executable).parent / "mnist-edge"
 
 
-def run_command(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`mnist-edge ARGS` as a real process, in the tests' environment (conftest.py's caches)."""
+def run_command(
+    *args, timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """`mnist-edge ARGS` as a real process, in the tests' environment (conftest.py's caches),
+    in `cwd` (this process's own when None)."""
     return subprocess.run(
         [entry_point(), *map(str, args)],
         capture_output=True,
@@ -81,6 +84,7 @@ def run_command(*args, timeout: float = 600) -> subprocess.CompletedProcess:
         env=dict(os.environ),
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
 
 

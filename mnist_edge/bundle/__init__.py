@@ -269,6 +269,13 @@ def _c_engine(engines, device, vectors, q, tflm_outputs, sources):
         return {}, None, [f"codegen: {exc}"]
     check = summary.host_check
     log.info("C engine: %d/%d outputs bit-identical to TFLM's", check.bit_identical, check.images)
+    if check.bit_identical != check.images:
+        # A C engine that is not TFLM's arithmetic is not shipped: nothing is written.
+        first = check.mismatches[0] if check.mismatches else "?"
+        raise CheckFailed(
+            f"The C engine's outputs are {check.bit_identical:,}/{check.images:,} bit-identical "
+            f"to TFLM's (first difference: test image {first}); not bundling it."
+        )
     return files, summary, []
 
 

@@ -10,8 +10,6 @@ the offsets of the plan, each step's call (CMSIS-NN's, or the own kernel's where
 from __future__ import annotations
 
 import textwrap
-from importlib import resources
-from string import Template
 
 import numpy as np
 
@@ -35,7 +33,10 @@ from mnist_edge.codegen.plan import (
     conv_scratch_bytes,
     conv_stages,
 )
+from mnist_edge.device.csource import c_values
 from mnist_edge.files import sha256_bytes
+from mnist_edge.templates import FileTemplate
+from mnist_edge.templates import template as package_template
 
 OK = "ARM_CMSIS_NN_SUCCESS"
 NO_CONTEXT = "no_context"
@@ -65,9 +66,9 @@ SOFTMAX_SOURCES = (
 )
 
 
-def template(name: str) -> Template:
-    """One of the generator's template files."""
-    return Template((resources.files(__package__) / "templates" / name).read_text())
+def template(name: str) -> FileTemplate:
+    """One of codegen's templates (templates.template, the one loader)."""
+    return package_template(__package__, name)
 
 
 def uses_edge(plan: MemoryPlan) -> bool:
@@ -100,13 +101,11 @@ def _per_channel(layer: FullyConnected) -> bool:
 
 
 def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 16) -> str:
-    """A `static const` array definition, word-aligned, `per_line` numbers a line."""
-    items = [str(int(v)) for v in np.asarray(values).reshape(-1)]
-    lines = [
-        "    " + ", ".join(items[i : i + per_line]) + "," for i in range(0, len(items), per_line)
-    ]
-    body = "\n".join(lines)
-    return f"static const {ctype} {name}[{len(items)}] ALIGNED(4) = {{\n{body}\n}};\n"
+    """A `static const` array definition, word-aligned, `per_line` numbers a line (the body is
+    device.csource's one emitter)."""
+    flat = np.asarray(values).reshape(-1).astype(np.int64)
+    body = c_values(flat, "    ", per_line)
+    return f"static const {ctype} {name}[{len(flat)}] ALIGNED(4) = {{\n{body}\n}};\n"
 
 
 def _dims(n: int, h: int, w: int, c: int) -> str:

@@ -7,13 +7,12 @@ bodies are written here.
 
 from __future__ import annotations
 
-from importlib import resources
-from string import Template
-
 import numpy as np
 
 from mnist_edge import __version__
 from mnist_edge.files import sha256_bytes
+from mnist_edge.templates import FileTemplate
+from mnist_edge.templates import template as package_template
 
 C_TYPES = {"int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t", "float32": "float"}
 ARENA_NOTE = (
@@ -22,9 +21,9 @@ ARENA_NOTE = (
 )
 
 
-def template(name: str, package: str = __package__) -> Template:
-    """A template file of a package (by default the device layer's own)."""
-    return Template((resources.files(package) / "templates" / name).read_text())
+def template(name: str, package: str = __package__) -> FileTemplate:
+    """A template file of a package (by default the device layer's own): templates.template."""
+    return package_template(package, name)
 
 
 def c_bytes(data: bytes, indent: str = "    ", per_line: int = 12) -> str:

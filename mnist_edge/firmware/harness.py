@@ -285,23 +285,7 @@ def result(
         tflm=tflm,
     )
     if run is None:
-        return FirmwareResult(
-            **common,
-            ram=EngineRam(engine_static, config.stack_size, harness_static),
-            golden_count=0,
-            golden_identical=0,
-            correct=0,
-            accuracy=None,
-            agreement_with_host_tflm=None,
-            mismatches=(),
-            instructions_per_inference=None,
-            instructions_min=None,
-            instructions_max=None,
-            instructions_per_mac=None,
-            run_seconds=None,
-            exit_status=None,
-            ran=False,
-        )
+        return FirmwareResult(**common, **_not_run(engine_static, harness_static, config))
     agreement, mismatches = checked(inputs, run)
     summary = run.uart.summary
     counts = [record.instructions for record in run.uart.images]
@@ -325,4 +309,24 @@ def result(
         ran=True,
         layers=[LayerCost(line.name, line.instructions) for line in layers],
         layers_image=layers[0].index if layers else None,
+    )
+
+
+def _not_run(engine_static: int, harness_static: int, config: Config) -> dict:
+    """The figures of a configuration built but not run: none, and the stack reservation."""
+    return dict(
+        ram=EngineRam(engine_static, config.stack_size, harness_static),
+        golden_count=0,
+        golden_identical=0,
+        correct=0,
+        accuracy=None,
+        agreement_with_host_tflm=None,
+        mismatches=(),
+        instructions_per_inference=None,
+        instructions_min=None,
+        instructions_max=None,
+        instructions_per_mac=None,
+        run_seconds=None,
+        exit_status=None,
+        ran=False,
     )

@@ -4,34 +4,17 @@ with `${name}` fields; the engines and the harness compute the values)."""
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 
 from mnist_edge.model_info import ModelInfo
-
-
-class _Template(string.Template):
-    """Only `${name}` is a field, so Makefiles keep `$(VAR)`, `$@`, `$<` and `$$` as written."""
-
-    pattern = r"""
-    \$(?:
-      (?P<escaped>(?!))
-    | (?P<named>(?!))
-    | {(?P<braced>[a-z_][a-z0-9_]*)}
-    | (?P<invalid>(?!))
-    )
-    """
+from mnist_edge.templates import render as render_template
 
 
 def render(template: str, values: dict[str, object]) -> str:
-    """A file from templates/ with its fields filled; KeyError names a field left without value."""
-    text = (
-        resources.files("mnist_edge.firmware").joinpath("templates").joinpath(template).read_text()
-    )
-    return _Template(text).substitute({k: str(v) for k, v in values.items()})
+    """A file from firmware/templates/ with its fields filled (the one loader, templates.py)."""
+    return render_template("mnist_edge.firmware", template, values)
 
 
 @dataclass(frozen=True)

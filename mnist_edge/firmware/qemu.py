@@ -164,7 +164,8 @@ def run_firmware(
     """Run the ELF in QEMU; MnistEdgeError if it does not finish within timeout_s (a firmware
     whose TFLM aborted can spin forever). `cwd` is QEMU's working directory, where the
     firmware's semihosting opens files (this process's own when None)."""
-    command = qemu_command(board, elf, qemu)
+    # Absolute: QEMU runs in `cwd`, which need not be where the path was made relative to.
+    command = qemu_command(board, Path(elf).resolve(), qemu)
     started = time.perf_counter()
     process = subprocess.Popen(
         command,

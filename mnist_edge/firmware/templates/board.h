@@ -26,6 +26,8 @@ int board_open(const char *name);
 int32_t board_file_length(int handle);
 /* Read exactly `bytes` bytes at the current position: 0 when all arrived, else -1. */
 int board_read(int handle, void *buffer, uint32_t bytes);
+/* Move to byte `position` of the file: 0, or -1. */
+int board_seek(int handle, uint32_t position);
 void board_close(int handle);
 
 /* A timestamp, cheap to take: counter ticks since board_init(). */

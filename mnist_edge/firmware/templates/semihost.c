@@ -16,6 +16,7 @@
 #define SYS_CLOSE 0x02U
 #define SYS_WRITE 0x05U
 #define SYS_READ 0x06U
+#define SYS_SEEK 0x0AU
 #define SYS_FLEN 0x0CU
 #define SYS_EXIT_EXTENDED 0x20U
 #define OPEN_READ_BINARY 1U /* fopen's "rb" */
@@ -76,6 +77,13 @@ int board_read(int handle, void *buffer, uint32_t bytes)
     const uint32_t block[3] = {(uint32_t)handle, (uint32_t)(uintptr_t)buffer, bytes};
 
     return semihost(SYS_READ, block) == 0 ? 0 : -1; /* SYS_READ returns the bytes NOT read */
+}
+
+int board_seek(int handle, uint32_t position)
+{
+    const uint32_t block[2] = {(uint32_t)handle, position};
+
+    return semihost(SYS_SEEK, block) == 0 ? 0 : -1;
 }
 
 void board_close(int handle)

@@ -8,6 +8,7 @@ harness like every engine.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -38,11 +39,17 @@ def _round_up(value: int, multiple: int) -> int:
 
 def component_of(member: str) -> str:
     """What an object of TFLM's link is: the flatbuffer (model_data.o) the engine's constants;
-    engine.o, the library (TFLM, its kernels, CMSIS-NN) and libm its code; the rest harness."""
+    engine.o, the library (TFLM, its kernels, CMSIS-NN), libm and what of libc only TFLM needs
+    (vsnprintf for its messages, with its locale and number formatting) its code; the rest, the
+    mem* functions every engine calls included, the harness."""
     name = Path(member.split("(")[-1].rstrip(")")).name
     if name == "model_data.o":
         return harness.CONSTANTS
-    if name == "engine.o" or "libtflm.a(" in member or "libm.a(" in member:
+    if "libc.a(" in member and not re.match(r"libc?_a-(mem|str)", name):
+        return harness.CODE
+    # The library is a thin archive: the map names its objects by their paths under LIB_DIR.
+    library = "/tflite-micro-" in member or "/CMSIS-NN-" in member or "libtflm.a(" in member
+    if name == "engine.o" or library or "libm.a(" in member:
         return harness.CODE
     return harness.HARNESS
 

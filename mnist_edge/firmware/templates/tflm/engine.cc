@@ -5,8 +5,9 @@
 // The resolver, the profiler and the interpreter live in static storage, built in place by
 // engine_init() (no heap, no static constructors): their bytes count in the statics, the
 // tensor arena's in model_data.cc.
+#include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include <new>
 
@@ -74,6 +75,14 @@ void LogLine(const char* text) {
 }
 
 }  // namespace
+
+// newlib's vsnprintf (TFLM's error messages) can ask malloc for memory; this firmware has no
+// heap, so the request fails (and the message is cut short) instead of growing into the stack.
+extern "C" void* _sbrk(ptrdiff_t increment) {
+  (void)increment;
+  errno = ENOMEM;
+  return reinterpret_cast<void*>(-1);
+}
 
 extern "C" int engine_init(void) {
   RegisterDebugLogCallback(LogLine);

@@ -355,3 +355,27 @@ def test_image_files_are_raw_and_little_endian():
     assert files["golden.bin"] == bytes(range(20))
     assert files["labels.bin"] == b"\x07\x02"
     assert files["indices.bin"] == (9_999).to_bytes(4, "little") + (1).to_bytes(4, "little")
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_arm_tools
+def test_a_planted_wrong_byte_in_the_engine_fails_the_firmware(
+    exported, mnist, tmp_path, monkeypatch
+):
+    # model.c computes one output byte wrong for input 2 alone: the firmware's own check and
+    # ours on its OUT lines both see it, and the run is a failure.
+    from mnist_edge.data import to_float
+    from mnist_edge.runtimes.tflm_runner import TFLMRunner
+    from mnist_edge.tensors import quantize
+    from tests.helpers import plant_one_byte
+
+    runner = TFLMRunner(exported[0] / MODEL)
+    plant_one_byte(monkeypatch, quantize(to_float(mnist.x_test[2:3]), runner.input)[0])
+    built = _build(exported, mnist, "cortex-m4", tmp_path / "out")
+    result = built.result
+    assert not result.passed and result.exit_status == 1
+    assert result.golden_identical == IMAGES - 1 and result.mismatches == (2,)
+    done = _plain_qemu(built, "cortex-m4")
+    with pytest.raises(AssertionError):
+        assert_out_lines_are_host_tflms(done.stdout, exported[0] / MODEL, built.project)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnist_edge import __version__
-from mnist_edge.codegen import generate
+from mnist_edge import __version__, codegen
 from mnist_edge.codegen.graph import refuse_unsupported
 from mnist_edge.codegen.plan import MemoryPlan, StreamStage
 from mnist_edge.device import DeviceModel
@@ -90,7 +89,7 @@ class CodegenEngine(Engine):
     def files(self, config: Config) -> tuple[dict[str, bytes], int]:
         """The engine's files and the harness's, for the configuration; the plan's arena."""
         inputs = config.inputs
-        engine = generate(inputs.model, inputs.model_name, prefix=PREFIX)
+        engine = codegen.generate(inputs.model, inputs.model_name, prefix=PREFIX)
         input_bytes = inputs.inputs[0].size
         output_bytes = inputs.golden[0].size
         if (input_bytes, output_bytes) != (engine.input_bytes, engine.output_bytes):

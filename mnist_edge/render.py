@@ -6,6 +6,7 @@ Every table is built from a typed record; nothing here computes a figure.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -362,8 +363,9 @@ def bundle_table(result: BundleResult) -> Table | Group:
     """What a firmware engineer needs from the bundle: footprint, resolver, accuracy, proofs."""
     a = result.arena
     table = Table(title=f"Bundle {result.out}: {result.model} ({result.kind})")
-    table.add_column("item")
-    table.add_column("value")
+    # Long values wrap inside their cell: the table fits 100 columns.
+    table.add_column("item", max_width=24)
+    table.add_column("value", max_width=68)
     table.add_row("flash", f"{result.flash_bytes:,} B (the model's bytes; code not counted)")
     table.add_row(
         "TFLM arena",
@@ -506,30 +508,12 @@ class StepProgress:
 
 
 def firmware_table(report) -> Group:
-    """Per CPU × engine × kernels: the check against host TFLM, instructions, flash and RAM."""
+    """Per CPU × engine × kernels: the check against host TFLM, instructions, flash and RAM, in
+    100 columns; the rest of each configuration's figures in lines under the table."""
     if report.skipped:
         return Group(f"Firmware for {report.model}: skipped: {report.skipped}")
-    table = Table(
-        title=(
-            f"Firmware for {report.model} in {report.out}: {report.images} test images; "
-            f"{report.toolchain}; {report.qemu or 'not run'}"
-        )
-    )
-    columns = [
-        "cpu",
-        "engine",
-        "kernels",
-        "golden",
-        "accuracy",
-        "instr/inference",
-        "instr/MAC",
-        "ISA limit",
-        "flash B",
-        "RAM B",
-        "arena B",
-        "stack B",
-        "build s",
-    ]
+    table = Table(title=f"Firmware for {report.model}: {report.images} test images")
+    columns = ["cpu", "engine", "kernels", "golden", "instructions", "per MAC", "flash B", "RAM B"]
     for column in columns:
         left = column in ("cpu", "engine", "kernels")
         table.add_column(column, justify="left" if left else "right")
@@ -545,17 +529,18 @@ def firmware_table(report) -> Group:
             r.engine,
             r.kernels,
             f"{style}{golden}",
-            maybe(r.accuracy, ".4f"),
             maybe(r.instructions_per_inference, ","),
             maybe(r.instructions_per_mac, ".2f"),
-            f"{r.isa_limit_instructions:,}",
             f"{r.flash_bytes:,}",
             f"{r.ram_bytes:,}",
-            f"{r.arena_bytes:,}",
-            f"{r.stack_bytes:,}",
-            f"{(r.tflm.library_seconds if r.tflm else 0) + r.build_seconds:,.0f}",
         )
-    return Group(table, *firmware_splits(report), *(f"not built: {n}" for n in report.not_built))
+    lines = [
+        f"in {report.out}; {report.toolchain}; {report.qemu or 'not run'}",
+        *firmware_splits(report),
+        *(f"not built: {n}" for n in report.not_built),
+    ]
+    wrapped = [textwrap.fill(line, width=100, subsequent_indent="  ") for line in lines]
+    return Group(table, *wrapped)
 
 
 def firmware_splits(report) -> list[str]:
@@ -564,6 +549,13 @@ def firmware_splits(report) -> list[str]:
     lines = []
     for r in report.results:
         f, m = r.flash, r.ram
+        build = (r.tflm.library_seconds if r.tflm else 0) + r.build_seconds
+        accuracy = "–" if r.accuracy is None else f"{r.accuracy:.4f}"
+        lines.append(
+            f"{r.label}: accuracy {accuracy}; ISA limit {r.isa_limit_instructions:,} "
+            f"instructions; arena {r.arena_bytes:,} B ({r.arena_measured_on}), stack "
+            f"{r.stack_bytes:,} B; built in {build:,.0f} s"
+        )
         lines.append(
             f"{r.label}: flash engine code {f.engine_code:,} + constants "
             f"{f.engine_constants:,} + harness {f.harness:,}; RAM engine {m.engine_buffers:,} "

@@ -32,7 +32,7 @@ GENERAL_SOURCES = (
 )
 
 
-def _monotonic(conv: Conv2D) -> bool:
+def requantization_is_monotonic(conv: Conv2D) -> bool:
     """Whether every channel's requantization is non-decreasing over every accumulator the
     weights, the bias and int8 inputs allow: multiplier >= 0, left shift without overflow."""
     channels = conv.weights.shape[0]
@@ -57,7 +57,7 @@ def edge_applies(conv: Conv2D, pool: MaxPool2D | None) -> bool:
         fits = kh * kw <= MAX_TAPS
     else:
         fits = channels % 4 == 0 and (pool is None or pool.window[0] * pool.window[1] <= BLOCK)
-    return fits and _monotonic(conv)
+    return fits and requantization_is_monotonic(conv)
 
 
 def column_length(conv: Conv2D) -> int:

@@ -4,7 +4,8 @@
  *
  * edge_conv_s8 takes the input rows of one slice (as model.c's slices give them), computes
  * the convolution's rows and max-pools them into one output row, or writes the rows as they
- * are without a pool. Two paths:
+ * are without a pool. Two paths, each one loop over the columns; only the dot product of a
+ * column and a channel's weights (a static inline function) differs between architectures:
  * - one input channel (a greyscale image's first layer): arm_convolve_s8's im2col columns
  *   would be kh*kw values long and its loops never get going (8.6 instructions per MAC on a
  *   Cortex-M4). Here the row's columns are built once, then each output channel's weights
@@ -18,7 +19,7 @@
  * DSP: Cortex-M4/M7/M33; Helium: Cortex-M55/M85; plain C: Cortex-M0/M0+/M3, the host.
  *
  * Bit-exact with TFLM and CMSIS-NN: integer sums are exact, and requantization is CMSIS-NN's
- * own arm_nn_requantize (keep its double rounding: do not define CMSIS_NN_USE_SINGLE_ROUNDING),
+ * arm_nn_requantize with its double rounding (do not define CMSIS_NN_USE_SINGLE_ROUNDING),
  * then the output offset and the activation's clamp. A max-pool takes the largest accumulator
  * of each window *before* requantizing it: one requantization per pooled output, not one per
  * convolution output. That is exact because requantization, offset and clamp are all
@@ -38,6 +39,10 @@
 #include "arm_nnfunctions.h"
 #include "arm_nnsupportfunctions.h"
 
+#if defined(CMSIS_NN_USE_SINGLE_ROUNDING)
+#error "kernels.h requantizes with TFLM's double rounding: undefine CMSIS_NN_USE_SINGLE_ROUNDING"
+#endif
+
 /* The most taps (kh * kw) the one-channel path takes: a channel's weights are locals. */
 #define EDGE_1CH_MAX_TAPS 64
 /* Columns the general path multiplies at once: a pool window of up to 4 outputs. */
@@ -53,40 +58,22 @@
 #define EDGE_NOINLINE
 #endif
 
-#if defined(ARM_MATH_DSP)
-/* The two words (four int16) at p + k, p + k + 2, for a constant k, from an 8-aligned address:
- * one LDRD with GCC-style inline assembly (GCC splits a 64-bit load into two LDRs), two reads
- * elsewhere. Volatile, like CMSIS-NN's SMLAD: kept in program order between the SMLADs that
- * use it, so that only two loaded words are live at a time. */
-#if defined(__GNUC__) && !defined(ARM_MATH_BIG_ENDIAN)
-#define EDGE_READ_PAIRS(p, k, a, b)                                                            \
-    __asm volatile("ldrd %0, %1, [%2, %3]"                                                     \
-                   : "=r"(a), "=r"(b)                                                          \
-                   : "r"(p), "n"(2 * (k)), "m"(*(const int16_t(*)[4])((p) + (k))))
-#else
-#define EDGE_READ_PAIRS(p, k, a, b)                                                            \
-    do {                                                                                       \
-        (a) = (uint32_t)arm_nn_read_s16x2((p) + (k));                                          \
-        (b) = (uint32_t)arm_nn_read_s16x2((p) + (k) + 2);                                      \
-    } while (0)
-#endif
-#endif
-
 #if defined(ARM_MATH_MVEI)
 #define EDGE_CMSIS_GENERAL 1 /* the general path is CMSIS-NN's */
-/* One-channel columns on Helium: the raw int8 inputs, 16 a vector (VMLADAVA multiplies them
- * all at once); the input offset moves into the bias, and the padding is the zero point. */
-typedef int8_t edge_tap_t;
-#define EDGE_TAP(value, offset) ((void)(offset), (int8_t)(value))
-#define EDGE_PAD(offset) ((int8_t)-(offset))
-#define EDGE_1CH_ROUND 16
 #else
 #define EDGE_CMSIS_GENERAL 0
-/* One-channel columns elsewhere: input + offset as int16, the padding 0. */
-typedef int16_t edge_tap_t;
-#define EDGE_TAP(value, offset) ((int16_t)((value) + (offset)))
-#define EDGE_PAD(offset) ((int16_t)0)
-#define EDGE_1CH_ROUND 4
+#endif
+
+/* Unroll the loop that follows n times. Where its trip count is a constant up to n (a 3x3
+ * channel's taps, a block's columns) it unrolls completely, and the weights and sums it
+ * indexes stay in registers: at -O2 GCC unrolls on its own only loops that do not grow. */
+#define EDGE_PRAGMA(text) _Pragma(#text)
+#if defined(__clang__)
+#define EDGE_UNROLL(n) EDGE_PRAGMA(unroll n)
+#elif defined(__GNUC__)
+#define EDGE_UNROLL(n) EDGE_PRAGMA(GCC unroll n)
+#else
+#define EDGE_UNROLL(n)
 #endif
 
 /* One call's arguments, and what follows from them. */
@@ -107,6 +94,223 @@ typedef struct {
     int32_t window;   /* columns per output: pool window width x convolution rows, or 1 */
     int32_t low, high; /* the convolution's clamp, then the pool's, as one */
 } edge_args_t;
+
+/* ------------------------------------------------------------ per architecture */
+
+#if defined(ARM_MATH_DSP) && !defined(ARM_MATH_MVEI)
+/* Two int16 as one word for SMLAD: a in the low half, b in the high half. */
+static inline uint32_t edge_pair(int32_t a, int32_t b)
+{
+    return (uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16);
+}
+
+/* The two words (four int16) at *p, from an 8-aligned address, and *p moved past them: one
+ * LDRD with GCC-style inline assembly (GCC splits a 64-bit load into two LDRs), two reads
+ * elsewhere. Volatile, like CMSIS-NN's SMLAD: kept in program order between the SMLADs that
+ * use it, so that only two loaded words are live at a time. */
+static inline void edge_read_pairs(const int16_t **p, uint32_t *a, uint32_t *b)
+{
+#if defined(__GNUC__) && !defined(ARM_MATH_BIG_ENDIAN)
+    const int16_t(*const words)[4] = (const void *)*p; /* what the asm reads */
+
+    __asm volatile("ldrd %0, %1, [%2], #8" : "=r"(*a), "=r"(*b), "+r"(*p) : "m"(*words));
+#else
+    *a = (uint32_t)arm_nn_read_s16x2(*p);
+    *b = (uint32_t)arm_nn_read_s16x2(*p + 2);
+    *p += 4;
+#endif
+}
+#endif
+
+/* One input channel. A column holds a convolution output's taps as edge_tap_t, rounded up to
+ * EDGE_1CH_ROUND values (whole pairs for SMLAD, whole vectors for Helium); a channel's
+ * weights are edge_weight_t, EDGE_1CH_PER_WEIGHT taps each, zero past the taps.
+ * edge_1ch_weights prepares them and returns the bias the dot product starts from;
+ * edge_1ch_dot multiplies the column at *column by them (`units` weights) and moves *column
+ * to the next column, `length` values on. */
+#if defined(ARM_MATH_MVEI)
+/* Helium: the raw int8 inputs, 16 a vector (one VMLADAVA multiplies them all); the input
+ * offset's share moves into the bias, exact in integers, and the padding is the zero point. */
+typedef int8_t edge_tap_t;
+typedef int8x16_t edge_weight_t;
+#define EDGE_1CH_ROUND 16
+#define EDGE_1CH_PER_WEIGHT 16
+
+static inline edge_tap_t edge_tap(int32_t value, int32_t offset)
+{
+    (void)offset;
+    return (int8_t)value;
+}
+
+static inline edge_tap_t edge_pad(int32_t offset)
+{
+    return (int8_t)-offset;
+}
+
+static inline int32_t edge_1ch_weights(const int8_t *w, int32_t taps, int32_t offset,
+                                       int32_t bias, edge_weight_t *weights)
+{
+    int32_t i, sum = 0;
+
+    for (i = 0; i < taps; i += 16) { /* the lanes past the taps are zero, and not read */
+        *weights = vldrbq_z_s8(w + i, vctp8q((uint32_t)(taps - i)));
+        sum = vaddvaq_s8(sum, *weights++);
+    }
+    return bias + offset * sum;
+}
+
+static inline int32_t edge_1ch_dot(const int8_t **column, const edge_weight_t *weights,
+                                   int32_t units, int32_t length, int32_t acc)
+{
+    const int8_t *const x = *column;
+    int32_t i;
+
+    for (i = 0; i < units; ++i) {
+        acc = vmladavaq_s8(acc, vldrbq_s8(x + 16 * i), weights[i]);
+    }
+    *column = x + length;
+    return acc;
+}
+#elif defined(ARM_MATH_DSP)
+/* DSP: input + offset as int16, the padding 0; the weights as pairs, (w[2i], w[2i + 1]). */
+typedef int16_t edge_tap_t;
+typedef uint32_t edge_weight_t;
+#define EDGE_1CH_ROUND 4
+#define EDGE_1CH_PER_WEIGHT 2
+
+static inline int32_t edge_1ch_weights(const int8_t *w, int32_t taps, int32_t offset,
+                                       int32_t bias, edge_weight_t *weights)
+{
+    int32_t i;
+
+    (void)offset;
+    EDGE_UNROLL(5)
+    for (i = 0; i < taps; i += 2) {
+        *weights++ = edge_pair(w[i], i + 1 < taps ? w[i + 1] : 0);
+    }
+    return bias;
+}
+
+/* Two pairs an LDRD, an odd last pair alone: the reads cover the whole column (a multiple
+ * of 4 values), and leave *column at the next. */
+static inline int32_t edge_1ch_dot(const int16_t **column, const edge_weight_t *pairs,
+                                   int32_t units, int32_t length, int32_t acc)
+{
+    uint32_t sum = (uint32_t)acc, xa, xb;
+    int32_t i;
+
+    (void)length;
+    EDGE_UNROLL(2)
+    for (i = 0; i + 1 < units; i += 2) {
+        edge_read_pairs(column, &xa, &xb);
+        sum = SMLAD(xb, pairs[i + 1], SMLAD(xa, pairs[i], sum));
+    }
+    if (i < units) {
+        sum = SMLAD((uint32_t)arm_nn_read_s16x2(*column), pairs[i], sum);
+        *column += 4;
+    }
+    return (int32_t)sum;
+}
+#else
+/* Plain C: input + offset as int16, the padding 0; the weights one tap each. */
+typedef int16_t edge_tap_t;
+typedef int32_t edge_weight_t;
+#define EDGE_1CH_ROUND 4
+#define EDGE_1CH_PER_WEIGHT 1
+
+static inline int32_t edge_1ch_weights(const int8_t *w, int32_t taps, int32_t offset,
+                                       int32_t bias, edge_weight_t *weights)
+{
+    int32_t i;
+
+    (void)offset;
+    EDGE_UNROLL(9)
+    for (i = 0; i < taps; ++i) {
+        weights[i] = w[i];
+    }
+    return bias;
+}
+
+static inline int32_t edge_1ch_dot(const int16_t **column, const edge_weight_t *weights,
+                                   int32_t units, int32_t length, int32_t acc)
+{
+    const int16_t *const x = *column;
+    int32_t i;
+
+    EDGE_UNROLL(9)
+    for (i = 0; i < units; ++i) {
+        acc += x[i] * weights[i];
+    }
+    *column = x + length;
+    return acc;
+}
+#endif
+
+#if !defined(ARM_MATH_MVEI)
+static inline edge_tap_t edge_tap(int32_t value, int32_t offset)
+{
+    return (int16_t)(value + offset);
+}
+
+static inline edge_tap_t edge_pad(int32_t offset)
+{
+    (void)offset;
+    return 0;
+}
+#endif
+
+/* Input channels 4k. A column is int16 (input + offset), by groups of 4 taps: edge_group
+ * reads a group's weights (once for the whole block), edge_group_dot multiplies them by the
+ * 4 values at *column, adds them to a sum and moves *column past them. */
+#if defined(ARM_MATH_DSP) && !defined(ARM_MATH_MVEI)
+/* DSP: the weights' word as read_and_pad_reordered splits it, (w0, w2) and (w1, w3), against
+ * the column's (x0, x2) and (x1, x3), as edge_convert orders them. */
+typedef uint32_t edge_sum_t;
+typedef struct {
+    uint32_t even, odd;
+} edge_group_t;
+
+static inline edge_group_t edge_group(const int8_t **w)
+{
+    const uint32_t packed = (uint32_t)arm_nn_read_s8x4_ia(w);
+    const edge_group_t group = {.even = SXTB16(packed), .odd = SXTB16_RORn(packed, 8)};
+
+    return group;
+}
+
+static inline uint32_t edge_group_dot(uint32_t sum, const int16_t **column, edge_group_t g)
+{
+    uint32_t xa, xb;
+
+    edge_read_pairs(column, &xa, &xb);
+    return SMLAD(g.odd, xb, SMLAD(g.even, xa, sum));
+}
+#elif !EDGE_CMSIS_GENERAL
+/* Plain C: the four weights as int32. */
+typedef int32_t edge_sum_t;
+typedef struct {
+    int32_t w0, w1, w2, w3;
+} edge_group_t;
+
+static inline edge_group_t edge_group(const int8_t **w)
+{
+    const int8_t *const p = *w;
+    const edge_group_t group = {.w0 = p[0], .w1 = p[1], .w2 = p[2], .w3 = p[3]};
+
+    *w += 4;
+    return group;
+}
+
+static inline int32_t edge_group_dot(int32_t sum, const int16_t **column, edge_group_t g)
+{
+    const int16_t *const x = *column;
+
+    *column += 4;
+    return sum + (x[0] * g.w0 + x[1] * g.w1 + x[2] * g.w2 + x[3] * g.w3);
+}
+#endif
+
+/* ------------------------------------------------------------ shared */
 
 /* Values in one column: the taps (kh * kw * Cin), a multiple of 4 (the one-channel path's
  * rounded up to EDGE_1CH_ROUND): columns start 8-aligned, whole pairs for SMLAD, whole
@@ -147,30 +351,46 @@ static inline void edge_entry(const edge_args_t *a, int32_t first_row, int32_t p
     *x = start + e % width < end ? start + e % width : start;
 }
 
-/* One output: CMSIS-NN's requantization, the output offset, the clamp; arm_nn_requantize is
- * inlined twice, each copy knowing the shift's sign (which drops a shift or a rounding). */
+/* CMSIS-NN's arm_nn_requantize in its two halves, as its CMSIS_NN_USE_REQUANTIZE_INLINE_ASSEMBLY
+ * variant splits it (bit-identical with the default): a shift >= 0 multiplies before the
+ * fixed-point product, a negative one divides with rounding after it. */
+static inline int32_t edge_scale_left(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    return arm_nn_doubling_high_mult_no_sat(acc * (1 << shift), multiplier);
+}
+
+static inline int32_t edge_scale_right(int32_t acc, int32_t multiplier, int32_t shift)
+{
+    return arm_nn_divide_by_power_of_two(arm_nn_doubling_high_mult_no_sat(acc, multiplier),
+                                         -shift);
+}
+
+/* A requantized value plus the output offset, clamped to [low, high]. */
+static inline int8_t edge_output(int32_t value, int32_t offset, int32_t low, int32_t high)
+{
+    value += offset;
+    value = MAX(value, low);
+    value = MIN(value, high);
+    return (int8_t)value;
+}
+
+/* One output: requantization, the output offset, the clamp. */
 static inline int8_t edge_requantize(const edge_args_t *a, int32_t acc, int32_t channel)
 {
     const int32_t multiplier = a->quant_params->multiplier[channel];
     const int32_t shift = a->quant_params->shift[channel];
-    int32_t value;
+    const int32_t value = shift >= 0 ? edge_scale_left(acc, multiplier, shift)
+                                     : edge_scale_right(acc, multiplier, shift);
 
-    if (shift > 0) {
-        value = arm_nn_requantize(acc, multiplier, shift);
-    } else {
-        value = arm_nn_requantize(acc, multiplier, shift);
-    }
-    value += a->conv_params->output_offset;
-    value = MAX(value, a->low);
-    value = MIN(value, a->high);
-    return (int8_t)value;
+    return edge_output(value, a->conv_params->output_offset, a->low, a->high);
 }
 
 /* ------------------------------------------------------------ one input channel */
 
-/* The taps of convolution output (y, x) (EDGE_TAP: input + input offset, or the raw input),
- * EDGE_PAD in the padding (TFLM pads with the zero point): any shape, tap by tap. The column's
- * values past its taps are never written: every path multiplies them by a zero weight. */
+/* The taps of convolution output (y, x) (edge_tap: input + input offset, or the raw input),
+ * edge_pad in the padding (TFLM pads with the zero point): any shape, tap by tap. The
+ * column's values past its taps are never written: every path multiplies them by a zero
+ * weight, or not at all. */
 EDGE_NOINLINE static void edge_1ch_column(const edge_args_t *a, int32_t y, int32_t x,
                                           edge_tap_t *column)
 {
@@ -187,8 +407,8 @@ EDGE_NOINLINE static void edge_1ch_column(const edge_args_t *a, int32_t y, int32
             const int32_t at = left + j * p->dilation.w;
             const int32_t valid = row >= 0 && row < in->h && at >= 0 && at < in->w;
 
-            column[i * kw + j] = valid ? EDGE_TAP(a->input[row * in->w + at], p->input_offset)
-                                       : EDGE_PAD(p->input_offset);
+            column[i * kw + j] = valid ? edge_tap(a->input[row * in->w + at], p->input_offset)
+                                       : edge_pad(p->input_offset);
         }
     }
 }
@@ -221,15 +441,15 @@ EDGE_NOINLINE static void edge_1ch_columns(const edge_args_t *a, int32_t first_r
                     const int8_t *const r0 = a->input + top * in_w + left;
                     const int8_t *const r1 = r0 + in_w, *const r2 = r1 + in_w;
 
-                    column[0] = EDGE_TAP(r0[0], offset);
-                    column[1] = EDGE_TAP(r0[1], offset);
-                    column[2] = EDGE_TAP(r0[2], offset);
-                    column[3] = EDGE_TAP(r1[0], offset);
-                    column[4] = EDGE_TAP(r1[1], offset);
-                    column[5] = EDGE_TAP(r1[2], offset);
-                    column[6] = EDGE_TAP(r2[0], offset);
-                    column[7] = EDGE_TAP(r2[1], offset);
-                    column[8] = EDGE_TAP(r2[2], offset);
+                    column[0] = edge_tap(r0[0], offset);
+                    column[1] = edge_tap(r0[1], offset);
+                    column[2] = edge_tap(r0[2], offset);
+                    column[3] = edge_tap(r1[0], offset);
+                    column[4] = edge_tap(r1[1], offset);
+                    column[5] = edge_tap(r1[2], offset);
+                    column[6] = edge_tap(r2[0], offset);
+                    column[7] = edge_tap(r2[1], offset);
+                    column[8] = edge_tap(r2[2], offset);
                 } else {
                     edge_1ch_column(a, y, x, column);
                 }
@@ -239,25 +459,73 @@ EDGE_NOINLINE static void edge_1ch_columns(const edge_args_t *a, int32_t first_r
     }
 }
 
-/* Requantize `count` maxima of one channel into every stride-th byte of out. */
+/* The maxima of `count` windows of `window` columns (`length` values each) for a channel of
+ * `taps` weights: the dot products of each window's columns, the largest. */
+static inline void edge_1ch_maxima(const edge_tap_t *column, int32_t count, int32_t window,
+                                   int32_t length, const int8_t *w, int32_t taps, int32_t bias,
+                                   int32_t offset, edge_weight_t *weights, int32_t *best)
+{
+    const int32_t units = (taps + EDGE_1CH_PER_WEIGHT - 1) / EDGE_1CH_PER_WEIGHT;
+    const int32_t *const last = best + count;
+
+    bias = edge_1ch_weights(w, taps, offset, bias, weights);
+    while (best < last) {
+        const edge_tap_t *const stop = column + window * length;
+        int32_t most = INT32_MIN;
+
+        do { /* not in MAX(): it moves the column */
+            const int32_t sum = edge_1ch_dot(&column, weights, units, length, bias);
+
+            most = MAX(most, sum);
+        } while (column < stop);
+        *best++ = most;
+    }
+}
+
+/* The same for a 3x3 channel, the common case: with the tap count known, the dot product
+ * unrolls and the weights stay in registers. */
+EDGE_NOINLINE static void edge_1ch_max9(const edge_tap_t *column, int32_t count, int32_t window,
+                                        const int8_t *w, int32_t bias, int32_t offset,
+                                        int32_t *best)
+{
+    edge_weight_t weights[(9 + EDGE_1CH_PER_WEIGHT - 1) / EDGE_1CH_PER_WEIGHT];
+    const int32_t length = (9 + EDGE_1CH_ROUND - 1) & -EDGE_1CH_ROUND;
+
+    edge_1ch_maxima(column, count, window, length, w, 9, bias, offset, weights, best);
+}
+
+/* Any other tap count. */
+EDGE_NOINLINE static void edge_1ch_max(const edge_args_t *a, const edge_tap_t *column,
+                                       int32_t count, const int8_t *w, int32_t bias,
+                                       int32_t *best)
+{
+    edge_weight_t weights[(EDGE_1CH_MAX_TAPS + EDGE_1CH_PER_WEIGHT - 1) / EDGE_1CH_PER_WEIGHT];
+    const int32_t taps = a->filter_dims->h * a->filter_dims->w;
+
+    edge_1ch_maxima(column, count, a->window, a->length, w, taps, bias,
+                    a->conv_params->input_offset, weights, best);
+}
+
+/* `count` maxima of one channel, requantized into every stride-th byte of out. `left`: the
+ * shift is >= 0, a constant at each call, so that each copy of the loop holds only its half
+ * of the requantization. */
 static inline void edge_requantize_all(const int32_t *best, int32_t count, int32_t multiplier,
-                                       int32_t shift, int32_t offset, int32_t low, int32_t high,
-                                       int32_t stride, int8_t *out)
+                                       int32_t shift, int32_t left, int32_t offset, int32_t low,
+                                       int32_t high, int32_t stride, int8_t *out)
 {
     const int32_t *const last = best + count;
 
     while (best < last) {
-        int32_t value = arm_nn_requantize(*best++, multiplier, shift) + offset;
+        const int32_t acc = *best++;
+        const int32_t value = left ? edge_scale_left(acc, multiplier, shift)
+                                   : edge_scale_right(acc, multiplier, shift);
 
-        value = MAX(value, low);
-        value = MIN(value, high);
-        *out = (int8_t)value;
+        *out = edge_output(value, offset, low, high);
         out += stride;
     }
 }
 
-/* The same, the shift's sign tested once: each call of the loop above is compiled knowing it,
- * which drops arm_nn_requantize's left shift or its rounding right shift. */
+/* The same for a channel, the shift's sign tested once. */
 EDGE_NOINLINE static void edge_1ch_requantize(const edge_args_t *a, const int32_t *best,
                                               int32_t count, int32_t channel, int8_t *out)
 {
@@ -265,216 +533,21 @@ EDGE_NOINLINE static void edge_1ch_requantize(const edge_args_t *a, const int32_
     const int32_t shift = a->quant_params->shift[channel];
     const int32_t offset = a->conv_params->output_offset, stride = a->output_dims->c;
 
-    if (shift > 0) {
-        edge_requantize_all(best, count, multiplier, shift, offset, a->low, a->high, stride,
+    if (shift >= 0) {
+        edge_requantize_all(best, count, multiplier, shift, 1, offset, a->low, a->high, stride,
                             out);
     } else {
-        edge_requantize_all(best, count, multiplier, shift, offset, a->low, a->high, stride,
+        edge_requantize_all(best, count, multiplier, shift, 0, offset, a->low, a->high, stride,
                             out);
     }
 }
-
-#if defined(ARM_MATH_MVEI)
-
-/* The maxima of `count` windows of `window` columns for a channel: VMLADAVA multiplies 16
- * raw inputs by 16 weights (zero past the taps) and adds them to the sum, which starts at
- * bias + input offset x the sum of the weights: the offset's share, exact in integers. */
-EDGE_NOINLINE static void edge_1ch_max(const edge_args_t *a, const int8_t *column,
-                                       int32_t count, const int8_t *w, int32_t bias,
-                                       int32_t *best)
-{
-    int8_t weights[EDGE_1CH_MAX_TAPS + EDGE_1CH_ROUND];
-    const int32_t taps = a->filter_dims->h * a->filter_dims->w, length = a->length;
-    int32_t p, k, i, sum = 0;
-
-    memset(weights, 0, sizeof(weights));
-    for (i = 0; i < taps; ++i) {
-        weights[i] = w[i];
-        sum += w[i];
-    }
-    bias += a->conv_params->input_offset * sum;
-    for (p = 0; p < count; ++p) {
-        int32_t most = INT32_MIN;
-
-        for (k = 0; k < a->window; ++k) {
-            int32_t acc = bias;
-
-            for (i = 0; i < length; i += 16) {
-                acc = vmladavaq_s8(acc, vldrbq_s8(column + i), vldrbq_s8(weights + i));
-            }
-            most = MAX(most, acc);
-            column += length;
-        }
-        best[p] = most;
-    }
-}
-
-/* The same for a 3x3 channel: one vector of weights, one VMLADAVA a column. */
-EDGE_NOINLINE static void edge_1ch_max9(const int8_t *column, int32_t count, int32_t window,
-                                        const int8_t *w, int32_t bias, int32_t offset,
-                                        int32_t *best)
-{
-    int8_t weights[16];
-    int32_t i, sum = 0;
-    const int32_t *const last = best + count;
-    int8x16_t vector;
-
-    memset(weights, 0, sizeof(weights));
-    for (i = 0; i < 9; ++i) {
-        weights[i] = w[i];
-        sum += w[i];
-    }
-    vector = vldrbq_s8(weights);
-    bias += offset * sum;
-    while (best < last) {
-        const int8_t *const stop = column + window * 16;
-        int32_t most = INT32_MIN;
-
-        do {
-            const int32_t acc = vmladavaq_s8(bias, vldrbq_s8(column), vector);
-
-            most = MAX(most, acc);
-            column += 16;
-        } while (column < stop);
-        *best++ = most;
-    }
-}
-
-#elif defined(ARM_MATH_DSP)
-
-/* Two int16 as one word for SMLAD: a in the low half, b in the high half. */
-static inline uint32_t edge_pair(int32_t a, int32_t b)
-{
-    return (uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16);
-}
-
-/* One column's sum for a channel of 9 taps (3x3): its pairs in five registers w0..w4 and the
- * bias, a column of 12 int16 (the last 3 unused: zero weights) read in three LDRDs. */
-#define EDGE_SUM9(column, result)                                                              \
-    do {                                                                                       \
-        uint32_t run = (uint32_t)bias, xa, xb;                                                 \
-                                                                                               \
-        EDGE_READ_PAIRS(column, 0, xa, xb);                                                    \
-        run = SMLAD(xb, w1, SMLAD(xa, w0, run));                                               \
-        EDGE_READ_PAIRS(column, 4, xa, xb);                                                    \
-        run = SMLAD(xb, w3, SMLAD(xa, w2, run));                                               \
-        EDGE_READ_PAIRS(column, 8, xa, xb);                                                    \
-        (result) = (int32_t)SMLAD(xa, w4, run);                                                \
-        (void)xb;                                                                              \
-    } while (0)
-
-/* The maxima of `count` windows of `window` columns for a channel of 9 taps (3x3). */
-EDGE_NOINLINE static void edge_1ch_max9(const int16_t *column, int32_t count, int32_t window,
-                                        const int8_t *w, int32_t bias, int32_t *best)
-{
-    const uint32_t w0 = edge_pair(w[0], w[1]), w1 = edge_pair(w[2], w[3]);
-    const uint32_t w2 = edge_pair(w[4], w[5]), w3 = edge_pair(w[6], w[7]);
-    const uint32_t w4 = edge_pair(w[8], 0);
-    const int32_t *const last = best + count;
-
-    while (best < last) {
-        const int16_t *const stop = column + window * 12;
-        int32_t most = INT32_MIN;
-
-        do {
-            int32_t sum;
-
-            EDGE_SUM9(column, sum);
-            most = MAX(most, sum);
-            column += 12;
-        } while (column < stop);
-        *best++ = most;
-    }
-}
-
-/* The same for any other tap count: the pairs in a local array. */
-EDGE_NOINLINE static void edge_1ch_max(const edge_args_t *a, const int16_t *column,
-                                       int32_t count, const int8_t *w, int32_t bias,
-                                       int32_t *best)
-{
-    uint32_t pairs[EDGE_1CH_MAX_TAPS / 2];
-    const int32_t taps = a->filter_dims->h * a->filter_dims->w;
-    const int32_t half = (taps + 1) / 2;
-    int32_t p, k, i;
-
-    for (i = 0; i < half; ++i) {
-        pairs[i] = edge_pair(w[2 * i], 2 * i + 1 < taps ? w[2 * i + 1] : 0);
-    }
-    for (p = 0; p < count; ++p) {
-        int32_t most = INT32_MIN;
-
-        for (k = 0; k < a->window; ++k) {
-            uint32_t sum = (uint32_t)bias;
-
-            for (i = 0; i < half; ++i) {
-                sum = SMLAD(arm_nn_read_s16x2(column + 2 * i), pairs[i], sum);
-            }
-            most = MAX(most, (int32_t)sum);
-            column += a->length;
-        }
-        best[p] = most;
-    }
-}
-
-#else /* plain C */
-
-/* The maxima of `count` windows of `window` columns for a channel of 9 taps (3x3), columns of
- * 12 int16. */
-EDGE_NOINLINE static void edge_1ch_max9(const int16_t *column, int32_t count, int32_t window,
-                                        const int8_t *w, int32_t bias, int32_t *best)
-{
-    const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4];
-    const int32_t w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
-    const int32_t *const last = best + count;
-
-    while (best < last) {
-        const int16_t *const stop = column + window * 12;
-        int32_t most = INT32_MIN;
-
-        do {
-            int32_t sum = bias + column[0] * w0 + column[1] * w1 + column[2] * w2;
-
-            sum += column[3] * w3 + column[4] * w4 + column[5] * w5;
-            sum += column[6] * w6 + column[7] * w7 + column[8] * w8;
-            most = MAX(most, sum);
-            column += 12;
-        } while (column < stop);
-        *best++ = most;
-    }
-}
-
-/* The same for any other tap count. */
-EDGE_NOINLINE static void edge_1ch_max(const edge_args_t *a, const int16_t *column,
-                                       int32_t count, const int8_t *w, int32_t bias,
-                                       int32_t *best)
-{
-    const int32_t taps = a->filter_dims->h * a->filter_dims->w;
-    int32_t p, k, i;
-
-    for (p = 0; p < count; ++p) {
-        int32_t most = INT32_MIN;
-
-        for (k = 0; k < a->window; ++k) {
-            int32_t sum = bias;
-
-            for (i = 0; i < taps; ++i) {
-                sum += column[i] * w[i];
-            }
-            most = MAX(most, sum);
-            column += a->length;
-        }
-        best[p] = most;
-    }
-}
-
-#endif
 
 /* One output row by the one-channel path: the columns of all its windows, then channel by
  * channel the maxima of EDGE_1CH_CHUNK windows and their requantization. */
 static inline void edge_1ch_row(const edge_args_t *a, int32_t first_row, int8_t *out)
 {
     const int32_t taps = a->filter_dims->h * a->filter_dims->w;
-    const int32_t windows = a->output_dims->w;
+    const int32_t windows = a->output_dims->w, offset = a->conv_params->input_offset;
     const int32_t chunk = EDGE_1CH_CHUNK * a->window * a->length;
     int32_t best[EDGE_1CH_CHUNK];
     int32_t c, first;
@@ -490,12 +563,7 @@ static inline void edge_1ch_row(const edge_args_t *a, int32_t first_row, int8_t 
                 (const edge_tap_t *)(const void *)a->columns + first / EDGE_1CH_CHUNK * chunk;
 
             if (taps == 9) {
-#if defined(ARM_MATH_MVEI)
-                edge_1ch_max9(columns, count, a->window, w, bias, a->conv_params->input_offset,
-                              best);
-#else
-                edge_1ch_max9(columns, count, a->window, w, bias, best);
-#endif
+                edge_1ch_max9(columns, count, a->window, w, bias, offset, best);
             } else {
                 edge_1ch_max(a, columns, count, w, bias, best);
             }
@@ -580,103 +648,46 @@ static inline void edge_column(const edge_args_t *a, int32_t y, int32_t x, int16
     }
 }
 
-#if defined(ARM_MATH_DSP)
-/* One group of 4 taps against one column (int16 k of the block): the weights' word as
- * read_and_pad_reordered splits it, (w0, w2) and (w1, w3), against (x0, x2) and (x1, x3). */
-#define EDGE_MAC(sum, k)                                                                       \
-    do {                                                                                       \
-        uint32_t xa, xb;                                                                       \
-                                                                                               \
-        EDGE_READ_PAIRS(columns, (k), xa, xb);                                                 \
-        sum = SMLAD(wb, xb, SMLAD(wa, xa, sum));                                               \
-    } while (0)
+/* One output channel's sums over a block of n columns: weights w, `length` taps. Each group
+ * of 4 weights is read once and multiplied by the n columns' groups, which lie in a row. */
+static inline void edge_dot_block(const int16_t *columns, const int8_t *w, int32_t length,
+                                  int32_t bias, int32_t n, int32_t *sums)
+{
+    const int8_t *const end = w + length;
+    edge_sum_t s[EDGE_BLOCK];
+    int32_t e;
 
-/* The weights' next word, split for EDGE_MAC. */
-#define EDGE_WEIGHTS()                                                                         \
-    do {                                                                                       \
-        const uint32_t packed = (uint32_t)arm_nn_read_s8x4_ia(&w);                             \
-                                                                                               \
-        wa = SXTB16(packed);                                                                   \
-        wb = SXTB16_RORn(packed, 8);                                                           \
-    } while (0)
-#endif
+    EDGE_UNROLL(4)
+    for (e = 0; e < n; ++e) {
+        s[e] = (edge_sum_t)bias;
+    }
+    while (w < end) {
+        const edge_group_t g = edge_group(&w);
 
-/* One output channel's sums over the block's four columns: weights w, `length` taps. */
+        EDGE_UNROLL(4)
+        for (e = 0; e < n; ++e) {
+            s[e] = edge_group_dot(s[e], &columns, g);
+        }
+    }
+    EDGE_UNROLL(4)
+    for (e = 0; e < n; ++e) {
+        sums[e] = (int32_t)s[e];
+    }
+}
+
+/* A block of four columns (a pool window), and of two (no pool: only the DSP path runs its
+ * own). */
 EDGE_NOINLINE static void edge_dot4(const int16_t *columns, const int8_t *w, int32_t length,
                                     int32_t bias, int32_t *sums)
 {
-    const int8_t *const end = w + length;
-#if defined(ARM_MATH_DSP)
-    uint32_t s0 = (uint32_t)bias, s1 = s0, s2 = s0, s3 = s0, wa, wb;
-
-    while (w + 8 <= end) { /* two groups an iteration */
-        EDGE_WEIGHTS();
-        EDGE_MAC(s0, 0);
-        EDGE_MAC(s1, 4);
-        EDGE_MAC(s2, 8);
-        EDGE_MAC(s3, 12);
-        EDGE_WEIGHTS();
-        EDGE_MAC(s0, 16);
-        EDGE_MAC(s1, 20);
-        EDGE_MAC(s2, 24);
-        EDGE_MAC(s3, 28);
-        columns += 32;
-    }
-    if (w < end) {
-        EDGE_WEIGHTS();
-        EDGE_MAC(s0, 0);
-        EDGE_MAC(s1, 4);
-        EDGE_MAC(s2, 8);
-        EDGE_MAC(s3, 12);
-    }
-    sums[0] = (int32_t)s0;
-    sums[1] = (int32_t)s1;
-    sums[2] = (int32_t)s2;
-    sums[3] = (int32_t)s3;
-#else
-    int32_t s0 = bias, s1 = bias, s2 = bias, s3 = bias;
-
-    while (w < end) {
-        const int32_t w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
-
-        s0 += columns[0] * w0 + columns[1] * w1 + columns[2] * w2 + columns[3] * w3;
-        s1 += columns[4] * w0 + columns[5] * w1 + columns[6] * w2 + columns[7] * w3;
-        s2 += columns[8] * w0 + columns[9] * w1 + columns[10] * w2 + columns[11] * w3;
-        s3 += columns[12] * w0 + columns[13] * w1 + columns[14] * w2 + columns[15] * w3;
-        w += 4;
-        columns += 16;
-    }
-    sums[0] = s0;
-    sums[1] = s1;
-    sums[2] = s2;
-    sums[3] = s3;
-#endif
+    edge_dot_block(columns, w, length, bias, EDGE_BLOCK, sums);
 }
 
 #if defined(ARM_MATH_DSP)
-/* The same over a block of two columns (no pool: only the DSP path runs its own). */
 EDGE_NOINLINE static void edge_dot2(const int16_t *columns, const int8_t *w, int32_t length,
                                     int32_t bias, int32_t *sums)
 {
-    const int8_t *const end = w + length;
-    uint32_t s0 = (uint32_t)bias, s1 = s0, wa, wb;
-
-    while (w + 8 <= end) { /* two groups an iteration */
-        EDGE_WEIGHTS();
-        EDGE_MAC(s0, 0);
-        EDGE_MAC(s1, 4);
-        EDGE_WEIGHTS();
-        EDGE_MAC(s0, 8);
-        EDGE_MAC(s1, 12);
-        columns += 16;
-    }
-    if (w < end) {
-        EDGE_WEIGHTS();
-        EDGE_MAC(s0, 0);
-        EDGE_MAC(s1, 4);
-    }
-    sums[0] = (int32_t)s0;
-    sums[1] = (int32_t)s1;
+    edge_dot_block(columns, w, length, bias, 2, sums);
 }
 #endif
 
@@ -745,29 +756,53 @@ static inline void edge_general_plain(const edge_args_t *a, int8_t *output)
 
 /* CMSIS-NN's convolution (into a row buffer, then its max-pool): the general path on Helium,
  * whose vector code is faster, and without a pool in plain C, where its blocks of two output
- * channels by two columns do as well as a kernel of our own. */
+ * channels by two columns do as well as a kernel of our own. The pool takes all the rows
+ * given, as the rest of the kernel does: its window is their height, without padding. */
 static inline arm_cmsis_nn_status edge_general_cmsis(const edge_args_t *a, void *scratch,
                                                       int8_t *output)
 {
     const int32_t rows = a->conv_dims->h * a->conv_dims->w * a->conv_dims->c;
-    int8_t *const conv_out = a->pool_params != NULL ? (int8_t *)scratch : output;
-    cmsis_nn_context ctx;
-    cmsis_nn_dims no_batch = {1, 1, 1, 1};
+    const int32_t pooled = a->pool_params != NULL;
+    int8_t *const conv_out = pooled ? (int8_t *)scratch : output;
+    const cmsis_nn_dims no_batch = {.n = 1, .h = 1, .w = 1, .c = a->filter_dims->n};
+    cmsis_nn_context ctx = {
+        .buf = (int8_t *)scratch + (pooled ? (rows + 3) & ~3 : 0),
+        .size = arm_convolve_s8_get_buffer_size(a->input_dims, a->filter_dims),
+    };
+    cmsis_nn_pool_params pool;
+    cmsis_nn_dims window;
     arm_cmsis_nn_status status;
 
-    ctx.buf = (int8_t *)scratch + (a->pool_params != NULL ? (rows + 3) & ~3 : 0);
-    ctx.size = arm_convolve_s8_get_buffer_size(a->input_dims, a->filter_dims);
-    no_batch.c = a->filter_dims->n;
     status = arm_convolve_s8(&ctx, a->conv_params, a->quant_params, a->input_dims, a->input,
                              a->filter_dims, a->filter, &no_batch, a->bias, NULL, a->conv_dims,
                              conv_out);
-    if (status != ARM_CMSIS_NN_SUCCESS || a->pool_params == NULL) {
+    if (status != ARM_CMSIS_NN_SUCCESS || !pooled) {
         return status;
     }
+    pool = *a->pool_params;
+    pool.padding.h = 0;
+    window = *a->pool_window;
+    window.h = a->conv_dims->h;
     ctx.buf = NULL;
     ctx.size = 0;
-    return arm_max_pool_s8(&ctx, a->pool_params, a->conv_dims, conv_out, a->pool_window,
-                           a->output_dims, output);
+    return arm_max_pool_s8(&ctx, &pool, a->conv_dims, conv_out, &window, a->output_dims, output);
+}
+
+/* Input channels 4k: our own blocks (with a pool, and without one on DSP), else CMSIS-NN. */
+static inline arm_cmsis_nn_status edge_general(const edge_args_t *a, void *scratch,
+                                               int8_t *output)
+{
+#if !EDGE_CMSIS_GENERAL
+    if (a->pool_params != NULL) {
+        edge_general_pooled(a, output);
+        return ARM_CMSIS_NN_SUCCESS;
+    }
+#if defined(ARM_MATH_DSP)
+    edge_general_plain(a, output);
+    return ARM_CMSIS_NN_SUCCESS;
+#endif
+#endif
+    return edge_general_cmsis(a, scratch, output);
 }
 
 /* ------------------------------------------------------------ the kernel */
@@ -789,14 +824,9 @@ static inline int32_t edge_conv_s8_get_buffer_size(const cmsis_nn_dims *input_di
         return output_dims->w * window * length * (int32_t)sizeof(edge_tap_t) + 4;
     }
 #if EDGE_CMSIS_GENERAL
-    {
-        const int32_t rows = conv_dims->h * conv_dims->w * conv_dims->c;
-
-        return (pool_window != NULL ? (rows + 3) & ~3 : 0) +
-               arm_convolve_s8_get_buffer_size(input_dims, filter_dims);
-    }
+    return (pool_window != NULL ? (conv_dims->h * conv_dims->w * conv_dims->c + 3) & ~3 : 0) +
+           arm_convolve_s8_get_buffer_size(input_dims, filter_dims);
 #else /* a block of 4 columns (a pool window), or of 2 (no pool) */
-    (void)window;
     return (pool_window != NULL ? EDGE_BLOCK : 2) * length * (int32_t)sizeof(int16_t) + 4;
 #endif
 }
@@ -849,17 +879,28 @@ static inline arm_cmsis_nn_status edge_conv_s8(
     const cmsis_nn_dims *pool_window, const cmsis_nn_dims *conv_dims,
     const cmsis_nn_dims *output_dims, int8_t *output)
 {
+    const cmsis_nn_activation conv = conv_params->activation;
     const edge_args_t a = {
-        conv_params, quant_params, input_dims, input, filter_dims, filter, bias, pool_params,
-        pool_window, conv_dims, output_dims, edge_columns(ctx->buf),
-        edge_column_length(input_dims, filter_dims),
-        pool_params != NULL ? pool_window->w * conv_dims->h : 1,
-        pool_params != NULL ? CLAMP(conv_params->activation.min, pool_params->activation.max,
-                                    pool_params->activation.min)
-                            : conv_params->activation.min,
-        pool_params != NULL ? CLAMP(conv_params->activation.max, pool_params->activation.max,
-                                    pool_params->activation.min)
-                            : conv_params->activation.max,
+        .conv_params = conv_params,
+        .quant_params = quant_params,
+        .input_dims = input_dims,
+        .input = input,
+        .filter_dims = filter_dims,
+        .filter = filter,
+        .bias = bias,
+        .pool_params = pool_params,
+        .pool_window = pool_window,
+        .conv_dims = conv_dims,
+        .output_dims = output_dims,
+        .columns = edge_columns(ctx->buf),
+        .length = edge_column_length(input_dims, filter_dims),
+        .window = pool_params != NULL ? pool_window->w * conv_dims->h : 1,
+        .low = pool_params != NULL ? CLAMP(conv.min, pool_params->activation.max,
+                                           pool_params->activation.min)
+                                   : conv.min,
+        .high = pool_params != NULL ? CLAMP(conv.max, pool_params->activation.max,
+                                            pool_params->activation.min)
+                                    : conv.max,
     };
     int32_t row;
 
@@ -867,22 +908,11 @@ static inline arm_cmsis_nn_status edge_conv_s8(
         return ARM_CMSIS_NN_ARG_ERROR;
     }
     if (input_dims->c != 1) {
-#if !EDGE_CMSIS_GENERAL
-        if (pool_params != NULL) {
-            edge_general_pooled(&a, output);
-            return ARM_CMSIS_NN_SUCCESS;
-        }
-#if defined(ARM_MATH_DSP)
-        edge_general_plain(&a, output);
-        return ARM_CMSIS_NN_SUCCESS;
-#endif
-#endif
-        return edge_general_cmsis(&a, ctx->buf, output);
+        return edge_general(&a, ctx->buf, output);
     }
     for (row = 0; row < output_dims->h; ++row) {
-        int8_t *const out = output + row * output_dims->w * output_dims->c;
-
-        edge_1ch_row(&a, pool_params != NULL ? 0 : row, out);
+        edge_1ch_row(&a, pool_params != NULL ? 0 : row,
+                     output + row * output_dims->w * output_dims->c);
     }
     return ARM_CMSIS_NN_SUCCESS;
 }

@@ -363,9 +363,8 @@ def bundle_table(result: BundleResult) -> Table | Group:
     """What a firmware engineer needs from the bundle: footprint, resolver, accuracy, proofs."""
     a = result.arena
     table = Table(title=f"Bundle {result.out}: {result.model} ({result.kind})")
-    # Long values wrap inside their cell: the table fits 100 columns.
-    table.add_column("item", max_width=24)
-    table.add_column("value", max_width=68)
+    table.add_column("item")
+    table.add_column("value")
     table.add_row("flash", f"{result.flash_bytes:,} B (the model's bytes; code not counted)")
     table.add_row(
         "TFLM arena",

@@ -44,7 +44,7 @@ from mnist_edge.firmware.readme import firmware_readme
 from mnist_edge.firmware.tflm import TflmEngine
 from mnist_edge.records import FirmwareReport, FirmwareResult
 from mnist_edge.sources import SourceTree, prepare_sources
-from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES, TensorSpec
+from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES
 
 __all__ = [
     "BOARDS",
@@ -140,7 +140,7 @@ def _check_budgets(results: list[FirmwareResult], max_flash: int | None, max_ram
 # ----------------------------------------------------------------------------- one configuration
 
 
-def _golden(model: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, TensorSpec]:
+def _golden(model: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The model's int8 inputs for the images and host TFLM's int8 outputs for them."""
     from mnist_edge.data import to_float
     from mnist_edge.runtimes import TFLMRunner
@@ -148,7 +148,7 @@ def _golden(model: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, Te
 
     runner = TFLMRunner(model)
     inputs = quantize(to_float(images), runner.input)
-    return inputs, runner.predict_raw(inputs), runner.input
+    return inputs, runner.predict_raw(inputs)
 
 
 def _earlier_projects(out: Path) -> list[str]:
@@ -183,7 +183,7 @@ def _project_inputs(
 ) -> ProjectInputs:
     """What every configuration's project is generated from: the model, the images as the
     model's int8 inputs, and host TFLM's outputs for them (the golden vectors)."""
-    inputs_int8, golden, spec = _golden(device.path, images)
+    inputs_int8, golden = _golden(device.path, images)
     return ProjectInputs(
         model_name=device.name,
         model=device.data,
@@ -193,8 +193,6 @@ def _project_inputs(
         indices=np.arange(len(images)),
         labels=labels.astype(np.uint8),
         golden=golden.astype(np.int8),
-        input_scale=float(spec.scale),
-        input_zero_point=int(spec.zero_point),
         sources_root=str(tree.root),
     )
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-dev"
 RISCV_TOOLCHAIN_PACKAGES = "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf"
+# Each architecture's Debian packages (boards.ARCHES' keys).
+PACKAGES = {"arm": TOOLCHAIN_PACKAGES, "riscv": RISCV_TOOLCHAIN_PACKAGES}
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,13 @@ import numpy as np
 from mnist_edge import __version__
 from mnist_edge.errors import MnistEdgeError
 from mnist_edge.files import sha256_file, write_files_atomic
-from mnist_edge.firmware.build import RESERVED_SECTIONS, elf_sections, make, map_attribution
+from mnist_edge.firmware.build import (
+    PACKAGES,
+    RESERVED_SECTIONS,
+    elf_sections,
+    make,
+    map_attribution,
+)
 from mnist_edge.firmware.configs import Config, checked
 from mnist_edge.firmware.project import render
 from mnist_edge.firmware.qemu import QemuRun, qemu_command, run_firmware
@@ -44,10 +50,6 @@ CODE_SECTIONS = (".text", ".ARM.exidx", ".ARM.extab", ".init_array")  # SPLIT's 
 # meaningless.
 CALIBRATION_TOLERANCE = 0.02
 LIBC_FLAGS = {"arm": "", "riscv": "--specs=picolibc.specs"}
-TOOLCHAIN_PACKAGES = {
-    "arm": "Debian's gcc-arm-none-eabi and libnewlib-arm-none-eabi",
-    "riscv": "Debian's gcc-riscv64-unknown-elf and picolibc-riscv64-unknown-elf",
-}
 
 _CALIBRATION = re.compile(r"^CALIBRATION (\d+) (\d+)$")
 
@@ -90,7 +92,7 @@ def harness_files(
         "cpu_flags": " ".join(board.cpu_flags),
         "gcc_prefix": board.gcc_prefix,
         "libc_flags": LIBC_FLAGS[board.arch],
-        "toolchain_packages": TOOLCHAIN_PACKAGES[board.arch],
+        "toolchain_packages": f"Debian's {PACKAGES[board.arch]}",
         "qemu": board.qemu,
         "qemu_args": " ".join(board.qemu_args),
         "step_count": len(steps),

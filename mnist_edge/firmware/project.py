@@ -29,6 +29,4 @@ class ProjectInputs:
     indices: np.ndarray  # N, index of each input (in the MNIST test set)
     labels: np.ndarray  # N, the true class (255: none)
     golden: np.ndarray  # N × the output's shape, int8: host TFLM's outputs
-    input_scale: float
-    input_zero_point: int
     sources_root: str  # the default SOURCES of the Makefile

@@ -16,11 +16,13 @@ from mnist_edge.cli_options import (
     Cpu,
     DataOption,
     Engine,
+    InputsOption,
     JsonOption,
     Kernels,
     Npu,
     ProofCpu,
     ProofPlatform,
+    SeedOption,
     emit,
     every,
 )
@@ -169,9 +171,13 @@ def firmware(
     images: Annotated[
         int,
         typer.Option(
-            min=1, max=10_000, help="The first N MNIST test images, built in and checked."
+            min=1,
+            max=10_000,
+            help="The first N MNIST test images (or N inputs of --inputs random), checked.",
         ),
     ] = options.DEFAULT_FIRMWARE_IMAGES,
+    inputs: InputsOption = None,
+    seed: SeedOption = options.DEFAULT_INPUTS_SEED,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -227,17 +233,18 @@ def firmware(
     from the ELF and the run. Exit 1 if an output differs or a budget is exceeded. Examples:
     `mnist-edge firmware`, `mnist-edge firmware --engine all --images 100`,
     `mnist-edge firmware --engine codegen --cpu cortex-m0 --images 10000`,
-    `mnist-edge firmware --cpu all --kernels all --max-flash 262144 --max-ram 65536`
+    `mnist-edge firmware --cpu all --kernels all --max-flash 262144 --max-ram 65536`,
+    `mnist-edge firmware --model kws_ref_model.tflite --inputs random:20 --engine all`
     """
-    from mnist_edge.data import load_test_split
     from mnist_edge.firmware import firmware as build_firmware
+    from mnist_edge.inputs import inputs_for
     from mnist_edge.render import firmware_table
 
-    mnist = load_test_split(data)
+    model = model or device_model(artifacts)
+    chosen = inputs_for(model, inputs, count=images, seed=seed, data=data)
     report = build_firmware(
-        model or device_model(artifacts),
-        mnist.x_test[:images],
-        mnist.y_test[:images],
+        model,
+        chosen,
         cpus=every(cpu or [Cpu("cortex-m4")], options.FIRMWARE_CPUS),
         kernels=every(kernels or [Kernels("cmsis-nn")], options.FIRMWARE_KERNELS),
         engines=every(engine or [Engine("tflm")], options.FIRMWARE_ENGINES),
@@ -247,7 +254,7 @@ def firmware(
         max_ram=max_ram,
         run=run,
         overwrite=overwrite,
-        timeout_s=timeout if timeout is not None else 300.0 + 0.1 * images,
+        timeout_s=timeout if timeout is not None else 300.0 + 0.1 * chosen.count,
         skip_missing_tools=skip_missing_tools,
     )
     emit(report, firmware_table, as_json)

@@ -89,6 +89,20 @@ RuntimeOption = Annotated[
         "Default: litert for .tflite, onnxruntime for .onnx.",
     ),
 ]
+InputsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--inputs",
+        help="What to run the model on: mnist[:N] (MNIST's first N test images, the default "
+        "where the model takes 28×28×1 images), random[:N] (seeded, uniform over the input's "
+        "int8 range) or FILE.npy (N × the model's input shape, in its input dtype). N "
+        "defaults to --images.",
+    ),
+]
+SeedOption = Annotated[
+    int,
+    typer.Option("--seed", min=0, help="The seed of --inputs random (the same bytes each run)."),
+]
 ThreadsOption = Annotated[
     int, typer.Option("--threads", min=1, help="Threads for every engine (1 = a small device).")
 ]

@@ -108,6 +108,8 @@ FIRMWARE_KERNELS = ("reference", "cmsis-nn")
 # tflm: the interpreter; codegen: the model compiled to C with a static memory plan (CMSIS-NN).
 FIRMWARE_ENGINES = ("tflm", "codegen")
 DEFAULT_FIRMWARE_IMAGES = 20
+# --inputs random: numpy's PCG64 with this seed unless --seed says otherwise
+DEFAULT_INPUTS_SEED = 0
 FIRMWARE_SOURCES_ENV = "MNIST_EDGE_FIRMWARE_SOURCES"
 
 # bundle --prove: the platforms a bundle can be proven on, and the emulated boards' CPUs

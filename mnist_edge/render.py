@@ -506,12 +506,21 @@ class StepProgress:
         self._progress.update(self._tasks[label], completed=done, total=total)
 
 
+def firmware_inputs(report) -> tuple[str, str]:
+    """What a firmware run ran on, and what one of its inputs is called: MNIST's "20 test
+    images" and "test image", else the inputs' own description ("random:20 (seed 0)") and
+    "input" (records written before --inputs are MNIST's)."""
+    if not report.inputs or report.inputs.startswith("MNIST"):
+        return f"{report.images} test images", "test image"
+    return report.inputs, "input"
+
+
 def firmware_table(report) -> Group:
     """Per CPU × engine × kernels: the check against host TFLM, instructions, flash and RAM, in
     100 columns; the rest of each configuration's figures in lines under the table."""
     if report.skipped:
         return Group(f"Firmware for {report.model}: skipped: {report.skipped}")
-    table = Table(title=f"Firmware for {report.model}: {report.images} test images")
+    table = Table(title=f"Firmware for {report.model}: {firmware_inputs(report)[0]}")
     columns = ["cpu", "engine", "kernels", "golden", "instructions", "per MAC", "flash B", "RAM B"]
     for column in columns:
         left = column in ("cpu", "engine", "kernels")
@@ -546,6 +555,7 @@ def firmware_splits(report) -> list[str]:
     """Each configuration's flash and RAM by role (engine or harness), and the instructions
     per layer of the profiled inference."""
     lines = []
+    one_input = firmware_inputs(report)[1]
     for r in report.results:
         f, m = r.flash, r.ram
         build = (r.tflm.library_seconds if r.tflm else 0) + r.build_seconds
@@ -565,7 +575,7 @@ def firmware_splits(report) -> list[str]:
             total = sum(layer.instructions for layer in r.layers)
             median = r.instructions_per_inference
             lines.append(
-                f"{r.label} instructions per layer (test image {r.layers_image}, profiled): "
+                f"{r.label} instructions per layer ({one_input} {r.layers_image}, profiled): "
                 f"{parts}; together {total:,}"
                 + (f" of {median:,} per inference" if median is not None else "")
             )

@@ -29,6 +29,7 @@ from mnist_edge.records import (
 from mnist_edge.render import (
     OVERHEAD_NOTE,
     VERIFY_COLUMNS,
+    firmware_inputs,
     firmware_splits,
     format_bytes,
     verify_cells,
@@ -295,7 +296,8 @@ def _firmware_section(folder: Path) -> str:
     return (
         f"<p>{escape(record.model)} built for each CPU × engine (tflm: the interpreter; "
         "codegen: the model compiled to C with a static memory plan), run in QEMU "
-        f"({escape(record.qemu or '')}) on {record.images} test images; outputs compared bit for "
+        f"({escape(record.qemu or '')}) on {escape(firmware_inputs(record)[0])}; outputs compared "
+        "bit for "
         "bit with host TFLM. Flash of the C engine's firmware holds no images (it reads them "
         "from the host); TFLM's holds them.</p>"
         + _html_table(header, rows)

@@ -88,18 +88,21 @@ def test_parse_uart_reads_every_line_type():
 
 
 @pytest.mark.parametrize(
-    "text, match",
+    "text, output_bytes, match",
     [
-        ("OUT 0 1 2 3\nINSTR 0 5\n", "expected 10 int8"),
-        ("OUT 0 " + " ".join(["300"] * 10) + "\nINSTR 0 5\n", "expected 10 int8"),
-        ("OUT 0 " + " ".join(["0"] * 10) + "\n", "OUT without INSTR"),
-        ("INSTR 3 5\n", "image 3"),
-        ("RESULT golden 2/2 correct 1/2 arena x stack 1\n", "Malformed firmware line"),
+        ("OUT 0 1 2 3\nINSTR 0 5\n", 10, "expected 10 int8"),
+        ("OUT 0 " + " ".join(["300"] * 10) + "\nINSTR 0 5\n", 10, "expected 10 int8"),
+        ("OUT 0 " + " ".join(["300"] * 12) + "\nINSTR 0 5\n", None, "expected 12 int8"),
+        # Any model's output size, but the same on every line.
+        ("OUT 0 1 2 3\nINSTR 0 5\nOUT 1 1 2\nINSTR 1 5\n", None, "expected 3 int8"),
+        ("OUT 0 " + " ".join(["0"] * 10) + "\n", 10, "OUT without INSTR"),
+        ("INSTR 3 5\n", None, "image 3"),
+        ("RESULT golden 2/2 correct 1/2 arena x stack 1\n", None, "Malformed firmware line"),
     ],
 )
-def test_parse_uart_rejects_malformed_lines(text, match):
+def test_parse_uart_rejects_malformed_lines(text, output_bytes, match):
     with pytest.raises(MnistEdgeError, match=match):
-        parse_uart(text)
+        parse_uart(text, output_bytes)
 
 
 def _tarball(path: Path, top: str, files: dict[str, bytes]) -> Path:

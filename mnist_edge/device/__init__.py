@@ -36,10 +36,13 @@ class DeviceModel:
         return self.path.name
 
 
-def load_device_model(path: Path, *, int8_only: bool = False) -> DeviceModel:
+def load_device_model(
+    path: Path, *, int8_only: bool = False, any_shape: bool = False
+) -> DeviceModel:
     """Read and check a model for a device; ModelError, in one line, for anything TFLM cannot
     run there (a missing file, not a flatbuffer, float16 or dynamic-range weights, an input or
-    output that is not MNIST's) and, with `int8_only`, for anything but a full-integer model."""
+    output that is not MNIST's unless `any_shape`) and, with `int8_only`, for anything but a
+    full-integer model."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(
@@ -61,7 +64,8 @@ def load_device_model(path: Path, *, int8_only: bool = False) -> DeviceModel:
             f"{path}: a {kind} model; the firmware runs full-integer int8 models ({INT8_HINT})."
         )
     spec_in, spec_out = tensor_spec(info, info.inputs[0]), tensor_spec(info, info.outputs[0])
-    if spec_in.shape[1:] != IMAGE_SHAPE or spec_out.shape[1:] != (NUM_CLASSES,):
+    mnist = spec_in.shape[1:] == IMAGE_SHAPE and spec_out.shape[1:] == (NUM_CLASSES,)
+    if not mnist and not any_shape:
         raise ModelError(
             f"{path}: input {spec_in.shape}, output {spec_out.shape}; expected "
             f"(N, {', '.join(map(str, IMAGE_SHAPE))}) and (N, {NUM_CLASSES})."

@@ -42,6 +42,7 @@ from mnist_edge.firmware.project import ProjectInputs
 from mnist_edge.firmware.qemu import find_qemu
 from mnist_edge.firmware.readme import firmware_readme
 from mnist_edge.firmware.tflm import TflmEngine
+from mnist_edge.inputs import ModelInputs, mnist_inputs
 from mnist_edge.records import FirmwareReport, FirmwareResult
 from mnist_edge.sources import SourceTree, prepare_sources
 from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES
@@ -66,23 +67,8 @@ ENGINES = {engine.name: engine for engine in (TflmEngine(), CodegenEngine())}
 # ----------------------------------------------------------------------------- checks
 
 
-def _check_options(
-    cpus: list[str],
-    kernels: list[str],
-    images: np.ndarray,
-    labels: np.ndarray,
-    max_flash: int | None,
-    max_ram: int | None,
-    timeout_s: float,
-) -> list[Board]:
-    if not cpus:
-        raise MnistEdgeError(f"No CPU given: expected one or more of {', '.join(BOARDS)}.")
-    boards = [board_for(cpu) for cpu in dict.fromkeys(cpus)]
-    if not kernels:
-        raise MnistEdgeError(f"No kernels given: expected one or more of {', '.join(KERNELS)}.")
-    for name in kernels:
-        if name not in KERNELS:
-            raise MnistEdgeError(f"Unknown kernels {name!r}: expected one of {', '.join(KERNELS)}.")
+def _check_images(images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST test images and their labels, as the firmware took them before `ModelInputs`."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE[:2]:
         raise MnistEdgeError(
@@ -102,6 +88,29 @@ def _check_options(
             f"Labels | Received values {labels.min()} to {labels.max()}. Note: expected 0 to "
             f"{NUM_CLASSES - 1}."
         )
+
+
+def _check_options(
+    cpus: list[str],
+    kernels: list[str],
+    images: ModelInputs | np.ndarray,
+    labels: np.ndarray | None,
+    max_flash: int | None,
+    max_ram: int | None,
+    timeout_s: float,
+) -> list[Board]:
+    if not cpus:
+        raise MnistEdgeError(f"No CPU given: expected one or more of {', '.join(BOARDS)}.")
+    boards = [board_for(cpu) for cpu in dict.fromkeys(cpus)]
+    if not kernels:
+        raise MnistEdgeError(f"No kernels given: expected one or more of {', '.join(KERNELS)}.")
+    for name in kernels:
+        if name not in KERNELS:
+            raise MnistEdgeError(f"Unknown kernels {name!r}: expected one of {', '.join(KERNELS)}.")
+    if not isinstance(images, ModelInputs):
+        _check_images(images, labels)
+    elif not 1 <= images.count <= MAX_IMAGES:
+        raise MnistEdgeError(f"Invalid input count {images.count}: expected 1 to {MAX_IMAGES:,}.")
     for name, value in (("max_flash", max_flash), ("max_ram", max_ram)):
         if value is not None and value <= 0:
             raise MnistEdgeError(f"Invalid {name} {value}: expected a positive number of bytes.")
@@ -113,7 +122,7 @@ def _check_options(
 def _check_model(model: Path) -> DeviceModel:
     """The model, read and parsed once; ModelError for anything no firmware can run (each
     engine then says what it cannot compile)."""
-    return load_device_model(model, int8_only=True)
+    return load_device_model(model, int8_only=True, any_shape=True)
 
 
 def _check_engines(engines) -> list[str]:
@@ -140,15 +149,11 @@ def _check_budgets(results: list[FirmwareResult], max_flash: int | None, max_ram
 # ----------------------------------------------------------------------------- one configuration
 
 
-def _golden(model: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's int8 inputs for the images and host TFLM's int8 outputs for them."""
-    from mnist_edge.data import to_float
+def _golden(model: Path, inputs: ModelInputs) -> np.ndarray:
+    """Host TFLM's outputs for the inputs (the tflite-micro interpreter): the golden vectors."""
     from mnist_edge.runtimes import TFLMRunner
-    from mnist_edge.tensors import quantize
 
-    runner = TFLMRunner(model)
-    inputs = quantize(to_float(images), runner.input)
-    return inputs, runner.predict_raw(inputs)
+    return TFLMRunner(model, any_shape=True).predict_raw(inputs.values)
 
 
 def _earlier_projects(out: Path) -> list[str]:
@@ -178,22 +183,22 @@ def _publish(staging: Path, out: Path, names: list[str], stale: list[str]) -> No
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _project_inputs(
-    device: DeviceModel, images: np.ndarray, labels: np.ndarray, tree: SourceTree
-) -> ProjectInputs:
-    """What every configuration's project is generated from: the model, the images as the
-    model's int8 inputs, and host TFLM's outputs for them (the golden vectors)."""
-    inputs_int8, golden = _golden(device.path, images)
+def _project_inputs(device: DeviceModel, inputs: ModelInputs, tree: SourceTree) -> ProjectInputs:
+    """What every configuration's project is generated from: the model, its inputs as it takes
+    them, and host TFLM's outputs for them (the golden vectors)."""
+    golden = _golden(device.path, inputs)
     return ProjectInputs(
         model_name=device.name,
         model=device.data,
         model_sha256=device.sha256,
         info=device.info,
-        inputs=inputs_int8,
-        indices=np.arange(len(images)),
-        labels=labels.astype(np.uint8),
-        golden=golden.astype(np.int8),
+        inputs=np.ascontiguousarray(inputs.values),
+        indices=inputs.indices,
+        labels=inputs.labels_or_none,
+        golden=np.ascontiguousarray(golden),
         sources_root=str(tree.root),
+        has_labels=inputs.labels is not None,
+        description=inputs.description,
     )
 
 
@@ -249,7 +254,9 @@ def _copy_licenses(tree: SourceTree, folder: Path) -> None:
         shutil.copyfile(path, folder / f"{repo.replace('/', '_')}.txt")
 
 
-def _skipped(out: Path, model: Path, data: bytes, images: int, reason: str) -> FirmwareReport:
+def _skipped(
+    out: Path, model: Path, data: bytes, images: int, reason: str, description: str
+) -> FirmwareReport:
     """The record of a run that could not build: which model, and why (for the report)."""
     log.warning("Skipping the firmware: %s", reason)
     report = FirmwareReport(
@@ -263,6 +270,7 @@ def _skipped(out: Path, model: Path, data: bytes, images: int, reason: str) -> F
         sources={},
         mnist_edge=__version__,
         skipped=reason,
+        inputs=description,
     )
     prepare_output_dir(out)
     write_files_atomic({out / FIRMWARE_JSON: json_bytes(record_payload(report))})
@@ -271,8 +279,8 @@ def _skipped(out: Path, model: Path, data: bytes, images: int, reason: str) -> F
 
 def firmware(
     model: Path,
-    images: np.ndarray,
-    labels: np.ndarray,
+    images: ModelInputs | np.ndarray,
+    labels: np.ndarray | None = None,
     *,
     cpus: list[str],
     kernels: list[str],
@@ -292,7 +300,8 @@ def firmware(
     CMSIS-NN's kernels). A pair that cannot be built (TFLM on a 16 KB board) is refused in one
     line when it is all that was asked for, else left out and listed in `not_built`.
 
-    `images` are MNIST test images (uint8 N×28×28, test-set indices 0..N-1) and `labels` theirs.
+    `images` are the model's inputs (inputs.ModelInputs: MNIST, random or a file's), or MNIST
+    test images (uint8 N×28×28, test-set indices 0..N-1) with their `labels`.
     Raises CheckFailed, writing nothing, when a configuration exceeds max_flash or max_ram. An
     output that differs from host TFLM's is written down, not raised: the report is then false
     and its `failures` say where (the CLI exits 1 on it, as for verify). With
@@ -304,6 +313,8 @@ def firmware(
     kernels = list(dict.fromkeys(kernels))
     model = Path(model)
     device = _check_model(model)
+    if not isinstance(images, ModelInputs):
+        images = mnist_inputs(device.input, np.asarray(images), np.asarray(labels))
     chosen, refused = _configurations(boards, engines, kernels, device)
     out = Path(out)
     names = [engine.project_name(board, k) for engine, board, k in chosen]
@@ -316,10 +327,10 @@ def firmware(
     except MissingDependencyError as exc:
         if not skip_missing_tools:
             raise
-        return _skipped(out, model, device.data, len(images), str(exc))
+        return _skipped(out, model, device.data, images.count, str(exc), images.description)
     prepare_output_dir(out)
     tree = prepare_sources(sources)
-    inputs = _project_inputs(device, np.asarray(images), np.asarray(labels), tree)
+    inputs = _project_inputs(device, images, tree)
     staging = Path(tempfile.mkdtemp(prefix=".firmware-staging-", dir=out))
     try:
         configs = [Config(inputs, b, k, tree, toolchains[b.arch], e) for e, b, k in chosen]
@@ -330,13 +341,14 @@ def firmware(
             out=str(out),
             model=model.name,
             model_sha256=inputs.model_sha256,
-            images=len(images),
+            images=images.count,
             results=tuple(results),
             toolchain="; ".join(t.version for t in toolchains.values()),
             qemu=qemu_version,
             sources=tree.describe(),
             mnist_edge=__version__,
             not_built=refused,
+            inputs=images.description,
         )
         _publish(staging, out, [*names, LICENSES_DIR], _earlier_projects(out))
         write_files_atomic({out / FIRMWARE_JSON: json_bytes(record_payload(report))})

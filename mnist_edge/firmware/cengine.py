@@ -90,8 +90,7 @@ class CodegenEngine(Engine):
         """The engine's files and the harness's, for the configuration; the plan's arena."""
         inputs = config.inputs
         engine = codegen.generate(inputs.model, inputs.model_name, prefix=PREFIX)
-        input_bytes = inputs.inputs[0].size
-        output_bytes = inputs.golden[0].size
+        input_bytes, output_bytes = inputs.input_bytes, inputs.output_bytes
         if (input_bytes, output_bytes) != (engine.input_bytes, engine.output_bytes):
             raise MnistEdgeError(
                 f"{inputs.model_name} takes {engine.input_bytes} input bytes and gives "

@@ -84,9 +84,9 @@ def checked(inputs: ProjectInputs, device: QemuRun) -> tuple[Agreement, tuple[in
     """The device's outputs against host TFLM's (the golden vectors), image by image: the
     shared comparison, and the test indices of the images that differ."""
     records = device.uart.images
-    golden = {int(i): g for i, g in zip(inputs.indices, inputs.golden, strict=True)}
+    golden = {int(i): g for i, g in zip(inputs.indices, inputs.golden_bytes, strict=True)}
     known = [r for r in records if r.index in golden]
-    ours = np.array([r.outputs for r in known], dtype=np.int8).reshape(-1, inputs.golden.shape[1])
+    ours = np.array([r.outputs for r in known], dtype=np.int8).reshape(-1, inputs.output_bytes)
     theirs = np.array([golden[r.index] for r in known], dtype=np.int8).reshape(ours.shape)
     agreement = bit_agreement("host tflm", "firmware", theirs, ours)
     unknown = tuple(r.index for r in records if r.index not in golden)

@@ -50,6 +50,9 @@ CODE_SECTIONS = (".text", ".ARM.exidx", ".ARM.extab", ".init_array")  # SPLIT's 
 # meaningless.
 CALIBRATION_TOLERANCE = 0.02
 LIBC_FLAGS = {"arm": "", "riscv": "--specs=picolibc.specs"}
+# The inputs' and outputs' dtypes a firmware reads as raw bytes: an int8 model's, and float32
+# where its first operator is QUANTIZE (or its last DEQUANTIZE).
+DATA_DTYPES = ("int8", "float32")
 
 _CALIBRATION = re.compile(r"^CALIBRATION (\d+) (\d+)$")
 
@@ -78,8 +81,8 @@ def harness_files(
         "machine": board.machine,
         "board_description": board.description,
         "model_name": inputs.model_name,
-        "input_bytes": int(np.prod(inputs.inputs.shape[1:])),
-        "output_bytes": int(np.prod(inputs.golden.shape[1:])),
+        "input_bytes": inputs.input_bytes,
+        "output_bytes": inputs.output_bytes,
         "instructions_per_tick": f"{board.instructions_per_tick:g}",
         "fpu_enable": FPU_ENABLE if board.fpu else NO_FPU,
         "code_name": board.code.name,
@@ -107,13 +110,14 @@ def harness_files(
 def data_files(
     inputs: np.ndarray, golden: np.ndarray, labels: np.ndarray, indices: np.ndarray
 ) -> dict[str, bytes]:
-    """The inputs as the firmware reads them (main.c's header): raw int8 inputs and golden
-    outputs, uint8 labels, little-endian uint32 indices."""
+    """The inputs as the firmware reads them (main.c's header): the inputs' and golden outputs'
+    raw bytes (their own dtype: int8, or float32 for a float-input model), uint8 labels (255:
+    none), little-endian uint32 indices."""
     count = len(inputs)
-    if inputs.dtype != np.int8 or golden.dtype != np.int8:
+    if inputs.dtype.name not in DATA_DTYPES or golden.dtype.name not in DATA_DTYPES:
         raise MnistEdgeError(
-            f"The firmware runs int8 models: got {inputs.dtype} inputs and {golden.dtype} "
-            "golden outputs, expected int8 (quantize them with the model's parameters)."
+            f"The firmware runs int8 models (float32 at their input or output): got "
+            f"{inputs.dtype} inputs and {golden.dtype} golden outputs, expected int8 or float32."
         )
     if not count or not len(golden) == len(labels) == len(indices) == count:
         raise MnistEdgeError(
@@ -121,8 +125,8 @@ def data_files(
             f"1); got {len(golden)}, {len(labels)} and {len(indices)}."
         )
     return {
-        "inputs.bin": np.ascontiguousarray(inputs.reshape(count, -1)).tobytes(),
-        "golden.bin": np.ascontiguousarray(golden.reshape(count, -1)).tobytes(),
+        "inputs.bin": np.ascontiguousarray(inputs).tobytes(),
+        "golden.bin": np.ascontiguousarray(golden).tobytes(),
         "labels.bin": np.asarray(labels, dtype=np.uint8).tobytes(),
         "indices.bin": np.asarray(indices, dtype="<u4").tobytes(),
     }
@@ -184,7 +188,7 @@ def run_checked(config: Config, elf: Path, timeout_s: float, cwd: Path) -> QemuR
     """Run the ELF in QEMU; MnistEdgeError unless it printed its RESULT line, no ERROR or FAULT,
     on a counter that counted instructions (its CALIBRATION line)."""
     board, label = config.board, config.label
-    run = run_firmware(board, elf, timeout_s, cwd=cwd)
+    run = run_firmware(board, elf, timeout_s, cwd=cwd, outputs=config.inputs.output_bytes)
     error = run.uart.error
     if run.uart.summary is None or error is not None:
         reason = error or (run.stderr.strip().splitlines() or ["no RESULT line"])[-1]
@@ -298,8 +302,8 @@ def result(
         ram=EngineRam(engine_static, summary.stack_peak_bytes, harness_static),
         golden_count=summary.count,
         golden_identical=summary.identical,
-        correct=summary.correct,
-        accuracy=round(summary.correct / images, 6),
+        correct=summary.correct if inputs.has_labels else 0,
+        accuracy=round(summary.correct / images, 6) if inputs.has_labels else None,
         agreement_with_host_tflm=round(agreement.same_class / images, 6),
         mismatches=mismatches,
         instructions_per_inference=median,

@@ -25,8 +25,23 @@ class ProjectInputs:
     model: bytes
     model_sha256: str
     info: ModelInfo
-    inputs: np.ndarray  # N × the input's shape, int8, as fed to the model
-    indices: np.ndarray  # N, index of each input (in the MNIST test set)
+    inputs: np.ndarray  # N × the input's shape, in its dtype, as fed to the model
+    indices: np.ndarray  # N, index of each input (in the MNIST test set, or its position)
     labels: np.ndarray  # N, the true class (255: none)
-    golden: np.ndarray  # N × the output's shape, int8: host TFLM's outputs
+    golden: np.ndarray  # N × the output's shape, in its dtype: host TFLM's outputs
     sources_root: str  # the default SOURCES of the Makefile
+    has_labels: bool = True  # False: no accuracy (random inputs, a .npy file)
+    description: str = ""  # where the inputs came from ("random:20 (seed 0)")
+
+    @property
+    def input_bytes(self) -> int:
+        return int(self.inputs[0].nbytes)
+
+    @property
+    def output_bytes(self) -> int:
+        return int(self.golden[0].nbytes)
+
+    @property
+    def golden_bytes(self) -> np.ndarray:
+        """The golden outputs as the firmware prints them: each byte, as int8, N × bytes."""
+        return np.ascontiguousarray(self.golden).view(np.int8).reshape(len(self.golden), -1)

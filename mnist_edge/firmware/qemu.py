@@ -3,7 +3,7 @@
 The firmware prints through semihosting, which QEMU writes to its own stdout (README of the
 generated project):
 
-    OUT <test-index> <o0> ... <o9>
+    OUT <index> <o0> ... <oN>                   each output byte, as int8
     INSTR <test-index> <instructions>
     RESULT golden <identical>/<count> correct <k>/<n> arena <arena_used_bytes> stack <peak bytes>
     LAYER <test-index> <name> <instructions>    one per layer (or step), of one profiled inference
@@ -98,8 +98,9 @@ _LAYER = re.compile(r"^LAYER (\d+) (\S+) (\d+)$")
 _RESULT = re.compile(r"^RESULT golden (\d+)/(\d+) correct (\d+)/(\d+) arena (\d+) stack (\d+)$")
 
 
-def parse_uart(text: str, classes: int = 10) -> Uart:
-    """Parse the firmware's output; MnistEdgeError if a protocol line is malformed or an image
+def parse_uart(text: str, output_bytes: int | None = None) -> Uart:
+    """Parse the firmware's output; MnistEdgeError if a protocol line is malformed (an OUT line
+    of other than `output_bytes` int8 values; None: any count, the same on every line) or an input
     has an OUT line without its INSTR line (or the other way round)."""
     outputs: dict[int, tuple[int, ...]] = {}
     instructions: dict[int, int] = {}
@@ -113,8 +114,11 @@ def parse_uart(text: str, classes: int = 10) -> Uart:
         if match := _OUT.match(line):
             index = int(match.group(1))
             values = tuple(int(v) for v in match.group(2).split())
-            if len(values) != classes or any(not -128 <= v <= 127 for v in values):
-                raise MnistEdgeError(f"Malformed firmware line (expected {classes} int8): {line}")
+            output_bytes = len(values) if output_bytes is None else output_bytes
+            if len(values) != output_bytes or any(not -128 <= v <= 127 for v in values):
+                raise MnistEdgeError(
+                    f"Malformed firmware line (expected {output_bytes} int8): {line}"
+                )
             outputs[index] = values
             order.append(index)
         elif match := _INSTR.match(line):
@@ -159,11 +163,17 @@ def qemu_command(board: Board, elf: Path, qemu: str | None = None) -> list[str]:
 
 
 def run_firmware(
-    board: Board, elf: Path, timeout_s: float, qemu: str | None = None, cwd: Path | None = None
+    board: Board,
+    elf: Path,
+    timeout_s: float,
+    qemu: str | None = None,
+    cwd: Path | None = None,
+    outputs: int | None = None,
 ) -> QemuRun:
     """Run the ELF in QEMU; MnistEdgeError if it does not finish within timeout_s (a firmware
     whose TFLM aborted can spin forever). `cwd` is QEMU's working directory, where the
-    firmware's semihosting opens files (this process's own when None)."""
+    firmware's semihosting opens files (this process's own when None); `outputs` the output
+    bytes each OUT line must have (None: any)."""
     # Absolute: QEMU runs in `cwd`, which need not be where the path was made relative to.
     command = qemu_command(board, Path(elf).resolve(), qemu)
     started = time.perf_counter()
@@ -194,7 +204,7 @@ def run_firmware(
     return QemuRun(
         command=tuple(command),
         returncode=process.returncode,
-        uart=parse_uart(stdout),
+        uart=parse_uart(stdout, outputs),
         stdout=stdout,
         stderr=stderr,
         seconds=time.perf_counter() - started,

@@ -14,12 +14,13 @@ def _measured_lines(result: FirmwareResult) -> str:
     if not result.ran:
         return "Built, not run (`firmware --no-run`)."
     f, m = result.flash, result.ram
+    labelled = result.accuracy is not None  # random inputs have no true class
     return "\n".join(
         [
             "| figure | value |",
             "| --- | --- |",
             f"| outputs identical to host TFLM | {result.golden_identical}/{result.golden_count} |",
-            f"| correct | {result.correct}/{result.images} |",
+            *([f"| correct | {result.correct}/{result.images} |"] if labelled else []),
             f"| instructions per inference | {result.instructions_per_inference:,} median "
             f"(min {result.instructions_min:,}, max {result.instructions_max:,}) for "
             f"{result.macs:,} MACs |",

@@ -154,6 +154,8 @@ class FirmwareReport:
     skipped: str | None = None
     # Configurations asked for with `all` that cannot be built (TFLM on a 16 KB board): why
     not_built: list[str] = field(default_factory=list)
+    # What the firmware ran: "MNIST test images 0..19", "random:20 (seed 0)", "x.npy (20)"
+    inputs: str = ""
 
     @property
     def passed(self) -> bool:
@@ -165,7 +167,7 @@ class FirmwareReport:
         """One phrase per configuration that did not match host TFLM (or did not run)."""
         return [
             f"{r.label}: {r.golden_identical}/{r.golden_count} outputs identical to "
-            f"host TFLM (first mismatch: test image {r.mismatches[0]})"
+            f"host TFLM (first mismatch: input {r.mismatches[0]})"
             if r.mismatches
             else f"{r.label}: "
             + (

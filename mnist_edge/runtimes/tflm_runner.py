@@ -37,8 +37,8 @@ class TFLMRunner(Runner):
     runtime = "tflm"
     max_batch = 1
 
-    def __init__(self, path: Path, arena_size: int = TFLM_DEFAULT_ARENA):
-        super().__init__(path, threads=1)
+    def __init__(self, path: Path, arena_size: int = TFLM_DEFAULT_ARENA, any_shape: bool = False):
+        super().__init__(path, threads=1, any_shape=any_shape)
         self._check_flatbuffer()
         runtime = _runtime()
         self.arena_size = arena_size

@@ -1,6 +1,6 @@
 /* main.c: the harness. Runs ${model_name} with ${engine_description} on inputs read from
  * the host, and prints through board_write():
- *   OUT <index> <o0> ... <oN>           the int8 output of each input
+ *   OUT <index> <o0> ... <oN>           each byte of each input's output, as int8
  *   INSTR <index> <instructions>        instructions executed by engine_infer()
  *   LAYER <index> <step> <instr>        instructions of each step of the engine (a layer, an
  *                                       operator, or layers fused into one loop), for the first
@@ -14,8 +14,8 @@
  *
  * The inputs are files in QEMU's working directory (this folder), read one at a time through
  * semihosting, so they cost no flash and any number of them can run:
- *   inputs.bin   N x INPUT_BYTES int8: the model's quantized inputs
- *   golden.bin   N x OUTPUT_BYTES int8: host TFLM's outputs for them
+ *   inputs.bin   N x INPUT_BYTES: the model's inputs, as it takes them (int8: quantized)
+ *   golden.bin   N x OUTPUT_BYTES: host TFLM's outputs for them
  *   labels.bin   N uint8: the true class (MNIST's digit), or 255 where there is none
  *   indices.bin  N uint32, little-endian: each input's index (in the MNIST test set)
  * Built with -DMAX_INPUTS=K, it stops after K inputs (mnist-edge sizes TFLM's arena so).
@@ -34,6 +34,7 @@
 
 #define INPUT_BYTES ${input_bytes}
 #define OUTPUT_BYTES ${output_bytes}
+#define NO_LABEL 255 /* labels.bin's value for an input without a true class */
 #ifndef MAX_INPUTS
 #define MAX_INPUTS 0x7FFFFFFF
 #endif
@@ -182,13 +183,22 @@ static int profile_image(uint32_t index)
     return step;
 }
 
+/* Output values per board_write: a large output (an autoencoder's) is written in pieces,
+ * so the line buffer on the stack stays small whatever the model. */
+#define PRINT_CHUNK (OUTPUT_BYTES < 16 ? OUTPUT_BYTES : 16)
+
 static void print_image(uint32_t index, uint64_t instructions)
 {
     const int8_t *output = engine_output();
-    char line[48 + 5 * OUTPUT_BYTES];
+    char line[48 + 5 * PRINT_CHUNK];
     char *at = append_uint(append_text(line, "OUT "), index);
 
     for (int k = 0; k < OUTPUT_BYTES; ++k) {
+        if (k > 0 && k % PRINT_CHUNK == 0) {
+            *at = '\0';
+            board_write(line);
+            at = line;
+        }
         at = append_int(append_text(at, " "), output[k]);
     }
     at = append_uint(append_text(at, "\nINSTR "), index);
@@ -251,7 +261,7 @@ int main(void)
         }
         print_image(index, board_instructions(ticks));
         identical += memcmp(engine_output(), golden, OUTPUT_BYTES) == 0;
-        correct += arg_max(engine_output(), OUTPUT_BYTES) == (int)label;
+        correct += label != NO_LABEL && arg_max(engine_output(), OUTPUT_BYTES) == (int)label;
     }
     /* The first input once more, profiled and untimed: the LAYER lines. */
     uint32_t first;

@@ -11,29 +11,35 @@ from __future__ import annotations
 
 import textwrap
 
-import numpy as np
-
 from mnist_edge import __version__
-from mnist_edge.codegen import quant
-from mnist_edge.codegen.graph import Conv2D, FullyConnected, Graph, Layer, MaxPool2D, Softmax
-from mnist_edge.codegen.kernels import (
-    EDGE_SLICE,
-    GENERAL_SOURCES,
-    KERNELS_H,
-    edge_applies,
-    edge_call,
+from mnist_edge.codegen import cmsis, quant
+from mnist_edge.codegen.constants import (
+    describe,
+    elementwise_args,
+    layer_constants,
+    per_channel,
+)
+from mnist_edge.codegen.kernels import EDGE_SLICE, GENERAL_SOURCES, KERNELS_H, edge_call
+from mnist_edge.codegen.layers import (
+    AveragePool2D,
+    Conv2D,
+    Elementwise,
+    FullyConnected,
+    Graph,
+    MaxPool2D,
+    Reference,
+    Softmax,
 )
 from mnist_edge.codegen.plan import (
     INPUT,
     OUTPUT,
     FusedStage,
+    InPlaceStage,
     LayerStage,
     MemoryPlan,
     StreamStage,
-    conv_scratch_bytes,
-    conv_stages,
+    fused_stages,
 )
-from mnist_edge.device.csource import c_values
 from mnist_edge.files import sha256_bytes
 from mnist_edge.templates import FileTemplate
 from mnist_edge.templates import template as package_template
@@ -43,14 +49,6 @@ NO_CONTEXT = "no_context"
 
 # The CMSIS-NN sources each kernel needs on any target (plain C, DSP or Helium: a file whose
 # code is for another target compiles to nothing), relative to the CMSIS-NN root.
-CONV_SOURCES = (
-    "Source/ConvolutionFunctions/arm_convolve_s8.c",
-    "Source/ConvolutionFunctions/arm_nn_mat_mult_kernel_s8_s16.c",
-    "Source/ConvolutionFunctions/arm_nn_mat_mult_kernel_row_offset_s8_s16.c",
-    "Source/NNSupportFunctions/arm_q7_to_q15_with_offset.c",
-    "Source/NNSupportFunctions/arm_s8_to_s16_unordered_with_offset.c",
-    "Source/NNSupportFunctions/arm_nn_mat_mult_nt_t_s8.c",
-)
 POOL_SOURCES = ("Source/PoolingFunctions/arm_max_pool_s8.c",)
 FC_CHANNEL_SOURCES = (
     "Source/FullyConnectedFunctions/arm_fully_connected_per_channel_s8.c",
@@ -73,7 +71,17 @@ def template(name: str) -> FileTemplate:
 
 def uses_edge(plan: MemoryPlan) -> bool:
     """Whether any convolution of the program runs on mnist-edge's kernel (kernels.h)."""
-    return any(edge_applies(conv, pool) for conv, pool in conv_stages(plan))
+    return any(stage.kernel == "edge" for stage in _conv_stages(plan))
+
+
+def _conv_stages(plan: MemoryPlan) -> list[FusedStage | LayerStage]:
+    """Every stage computing a convolution: by slices, or whole."""
+    whole = [s for s in plan.stages if isinstance(s, LayerStage) and isinstance(s.layer, Conv2D)]
+    return [*fused_stages(plan), *whole]
+
+
+def _uses_reference(plan: MemoryPlan) -> bool:
+    return any(isinstance(layer, Reference) for stage in plan.stages for layer in stage.layers)
 
 
 def cmsis_sources(graph: Graph, plan: MemoryPlan) -> tuple[str, ...]:
@@ -81,159 +89,32 @@ def cmsis_sources(graph: Graph, plan: MemoryPlan) -> tuple[str, ...]:
     own kernel's general path needs CMSIS-NN's column conversions, and on Helium its
     convolution and max-pool: the files are listed for any target (one build list)."""
     found: list[str] = []
-    for conv, pool in conv_stages(plan):
-        if not edge_applies(conv, pool):
-            found += CONV_SOURCES
+    for stage in _conv_stages(plan):
+        conv = stage.conv if isinstance(stage, FusedStage) else stage.layer
+        if stage.kernel != "edge":
+            found += cmsis.DEPTHWISE_SOURCES if conv.depthwise else cmsis.CONV_SOURCES
         elif conv.input.shape[3] > 1:
-            found += GENERAL_SOURCES + CONV_SOURCES + POOL_SOURCES
+            found += GENERAL_SOURCES + cmsis.CONV_SOURCES + POOL_SOURCES
     for layer in graph.layers:
         if isinstance(layer, MaxPool2D):
             found += POOL_SOURCES
+        elif isinstance(layer, AveragePool2D):
+            found += cmsis.AVGPOOL_SOURCES
         elif isinstance(layer, FullyConnected):
-            found += FC_CHANNEL_SOURCES if _per_channel(layer) else FC_TENSOR_SOURCES
+            found += FC_CHANNEL_SOURCES if per_channel(layer) else FC_TENSOR_SOURCES
         elif isinstance(layer, Softmax):
             found += SOFTMAX_SOURCES
+        elif isinstance(layer, Elementwise):
+            found += cmsis.ADD_SOURCES if layer.op == "ADD" else cmsis.MUL_SOURCES
+        elif isinstance(layer, Reference):
+            found += _reference_module().CMSIS_SOURCES.get(layer.kind, ())
     return tuple(dict.fromkeys(found))
 
 
-def _per_channel(layer: FullyConnected) -> bool:
-    return len(layer.weight_scales) > 1
+def _reference_module():
+    from mnist_edge.codegen import reference
 
-
-def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 16) -> str:
-    """A `static const` array definition, word-aligned, `per_line` numbers a line (the body is
-    device.csource's one emitter)."""
-    flat = np.asarray(values).reshape(-1).astype(np.int64)
-    body = c_values(flat, "    ", per_line)
-    return f"static const {ctype} {name}[{len(flat)}] ALIGNED(4) = {{\n{body}\n}};\n"
-
-
-def _dims(n: int, h: int, w: int, c: int) -> str:
-    return f"{{.n = {n}, .h = {h}, .w = {w}, .c = {c}}}"
-
-
-def _nhwc(shape: tuple[int, ...]) -> str:
-    return _dims(*shape)
-
-
-def _tile(pair: tuple[int, int]) -> str:
-    return f"{{.w = {pair[1]}, .h = {pair[0]}}}"
-
-
-def describe(layer: Layer) -> str:
-    """One line naming a layer, its shapes and its settings, for the comments."""
-    shapes = f"{layer.input.dims()} -> {layer.output.dims()}"
-    if isinstance(layer, Conv2D):
-        kh, kw = layer.kernel
-        quantized = "per-channel" if len(layer.weight_scales) > 1 else "per-tensor"
-        return (
-            f"{layer.name}: CONV_2D {shapes}, {kh}x{kw} stride {layer.stride[0]}x"
-            f"{layer.stride[1]} {layer.padding_kind}, {layer.activation}, {quantized}"
-        )
-    if isinstance(layer, MaxPool2D):
-        wh, ww = layer.window
-        return (
-            f"{layer.name}: MAX_POOL_2D {shapes}, {wh}x{ww} stride {layer.stride[0]}x"
-            f"{layer.stride[1]} {layer.padding_kind}"
-        )
-    if isinstance(layer, FullyConnected):
-        quantized = "per-channel" if _per_channel(layer) else "per-tensor"
-        return f"{layer.name}: FULLY_CONNECTED {shapes}, {layer.activation}, {quantized}"
-    if isinstance(layer, Softmax):
-        return f"{layer.name}: SOFTMAX {shapes}, beta {layer.beta:g}"
-    return f"{layer.name}: {layer.op} {shapes}"
-
-
-def _conv_constants(conv: Conv2D, scratch_bytes: int) -> str:
-    out_ch = conv.weights.shape[0]
-    mults, shifts = quant.channel_multipliers(
-        conv.input.scale, conv.weight_scales, conv.output.scale, out_ch
-    )
-    low, high = quant.activation_range(conv.activation, conv.output.scale, conv.output.zero_point)
-    n = conv.name
-    kh, kw = conv.kernel
-    struct = f"""static const conv_layer_t {n} = {{
-    .params = {{.input_offset = {-conv.input.zero_point}, .output_offset = {conv.output.zero_point},
-               .stride = {_tile(conv.stride)}, .padding = {_tile(conv.padding)},
-               .dilation = {_tile(conv.dilation)}, .activation = {{.min = {low}, .max = {high}}}}},
-    .quant = {{.multiplier = (int32_t *){n}_multipliers, .shift = (int32_t *){n}_shifts}},
-    .input = {_nhwc(conv.input.shape)},
-    .filter = {_dims(out_ch, kh, kw, conv.weights.shape[3])},
-    .bias = {_dims(1, 1, 1, out_ch)},
-    .output = {_nhwc(conv.output.shape)},
-    .weights = {n}_weights,
-    .bias_data = {n}_bias,
-    .scratch_bytes = {scratch_bytes},
-}};
-"""
-    return (
-        f"/* {describe(conv)} */\n"
-        + c_array("int8_t", f"{n}_weights", conv.weights)
-        + c_array("int32_t", f"{n}_bias", conv.bias, 8)
-        + c_array("int32_t", f"{n}_multipliers", np.array(mults), 8)
-        + c_array("int32_t", f"{n}_shifts", np.array(shifts))
-        + "/* CMSIS-NN's quant struct is not const-qualified; the kernel only reads it. */\n"
-        + struct
-    )
-
-
-def _pool_constants(pool: MaxPool2D) -> str:
-    low, high = quant.activation_range(pool.activation, pool.output.scale, pool.output.zero_point)
-    return f"""/* {describe(pool)} */
-static const pool_layer_t {pool.name} = {{
-    .params = {{.stride = {_tile(pool.stride)}, .padding = {_tile(pool.padding)},
-               .activation = {{.min = {low}, .max = {high}}}}},
-    .input = {_nhwc(pool.input.shape)},
-    .window = {_dims(1, pool.window[0], pool.window[1], 1)},
-    .output = {_nhwc(pool.output.shape)},
-}};
-"""
-
-
-def _fc_constants(fc: FullyConnected) -> str:
-    n, (out_ch, depth) = fc.name, fc.weights.shape
-    low, high = quant.activation_range(fc.activation, fc.output.scale, fc.output.zero_point)
-    parts = [f"/* {describe(fc)} */\n", c_array("int8_t", f"{n}_weights", fc.weights)]
-    parts.append(c_array("int32_t", f"{n}_bias", fc.bias, 8))
-    if _per_channel(fc):
-        mults, shifts = quant.channel_multipliers(
-            fc.input.scale, fc.weight_scales, fc.output.scale, out_ch
-        )
-        parts += [
-            c_array("int32_t", f"{n}_multipliers", np.array(mults), 8),
-            c_array("int32_t", f"{n}_shifts", np.array(shifts)),
-            f"static const cmsis_nn_per_channel_quant_params {n}_quant = {{\n"
-            f"    .multiplier = (int32_t *){n}_multipliers, .shift = (int32_t *){n}_shifts}};\n",
-        ]
-    else:
-        (mult,), (shift,) = quant.channel_multipliers(
-            fc.input.scale, fc.weight_scales, fc.output.scale, 1
-        )
-        parts.append(
-            f"static const cmsis_nn_per_tensor_quant_params {n}_quant = "
-            f"{{.multiplier = {mult}, .shift = {shift}}};\n"
-        )
-    sums = quant.kernel_sums(fc.weights, fc.bias, -fc.input.zero_point, -fc.weight_zero_point)
-    parts += [
-        f"static const cmsis_nn_fc_params {n}_params = {{\n"
-        f"    .input_offset = {-fc.input.zero_point}, .filter_offset = {-fc.weight_zero_point},\n"
-        f"    .output_offset = {fc.output.zero_point}, "
-        f".activation = {{.min = {low}, .max = {high}}}}};\n",
-        f"static const cmsis_nn_dims {n}_input_dims = {_dims(1, 1, 1, depth)};\n",
-        f"static const cmsis_nn_dims {n}_filter_dims = {_dims(depth, 1, 1, out_ch)};\n",
-        f"static const cmsis_nn_dims {n}_bias_dims = {_dims(1, 1, 1, out_ch)};\n",
-        f"static const cmsis_nn_dims {n}_output_dims = {_dims(1, 1, 1, out_ch)};\n",
-        "#if defined(ARM_MATH_MVEI)\n"
-        "/* Helium reads bias + input offset * row sums of the weights (TFLM computes them in\n"
-        " * Prepare); the other targets need no context. */\n"
-        + c_array("int32_t", f"{n}_kernel_sums", sums, 8)
-        + f"static const cmsis_nn_context {n}_context = "
-        f"{{.buf = (void *){n}_kernel_sums, .size = (int32_t)sizeof({n}_kernel_sums)}};\n"
-        "#else\n"
-        f"static const cmsis_nn_context {n}_context = {{.buf = NULL, .size = 0}};\n"
-        "#endif\n",
-    ]
-    return "".join(parts)
+    return reference
 
 
 def _slices_array(name: str, slices) -> str:
@@ -256,20 +137,23 @@ def _feeds_array(name: str, feeds) -> str:
 
 
 def _schedules(plan: MemoryPlan) -> str:
-    """The slice tables of the fused and streamed stages (computed with the plan)."""
+    """The slice and feed tables of the fused, streamed and in-place stages."""
     parts = []
     for stage in plan.stages:
-        fused = [stage] if isinstance(stage, FusedStage) else []
-        if isinstance(stage, StreamStage):
-            fused = [stage.producer, stage.consumer]
+        if isinstance(stage, StreamStage | InPlaceStage):
             parts.append(_feeds_array(f"{stage.consumer.conv.name}_feeds", stage.feeds))
-        parts += [_slices_array(f"{f.conv.name}_slices", f.slices) for f in fused]
+    parts += [_slices_array(f"{f.conv.name}_slices", f.slices) for f in fused_stages(plan)]
     return "\n".join(parts)
 
 
-def _at(buffer: str) -> str:
-    """The C expression of a buffer: the caller's pointers, or an offset into the arena."""
-    return buffer if buffer in (INPUT, OUTPUT) else f"arena + {buffer.upper()}"
+def _at(buffer: str, dtype: str = "int8") -> str:
+    """The C expression of a buffer: the caller's pointers, or an offset into the arena (a
+    float32 one, of a float model's QUANTIZE or DEQUANTIZE, as a float pointer)."""
+    if buffer in (INPUT, OUTPUT):
+        cast = "(const float *)" if buffer == INPUT else "(float *)"
+        return buffer if dtype == "int8" else f"{cast}{buffer}"
+    at = f"arena + {buffer.upper()}"
+    return at if dtype == "int8" else f"(float *)(void *)({at})"
 
 
 WIDTH = 100  # the generated C's line length
@@ -311,60 +195,68 @@ def _row_bytes(tensor) -> int:
     return tensor.shape[2] * tensor.shape[3]
 
 
-def _layer_stage(stage: LayerStage, k: int) -> str:
-    """One layer's step: one CMSIS-NN call on whole tensors."""
-    layer, src, dst = stage.layer, _at(stage.source), _at(stage.target)
+def _layer_stage(stage: LayerStage, k: int) -> tuple[str, set[str]]:
+    """One layer's step: one kernel call on whole tensors; the locals it uses."""
+    layer, dst = stage.layer, _at(stage.target, stage.layer.output.dtype)
+    sources = [_at(b, t.dtype) for b, t in zip(stage.sources, layer.inputs, strict=True)]
+    src = sources[0]
     head = _comment(f"Step {k}: {describe(layer)}.", 4) + f"    STEP({k});\n"
     n = layer.name
+    scratch = _at(stage.scratch) if stage.scratch else "NULL"
+    if isinstance(layer, Conv2D) and stage.kernel == "edge":
+        setup = f"    ctx.buf = {scratch};\n    ctx.size = {n}.scratch_bytes;\n"
+        return head + setup + _checked(*edge_call(n, src, dst), k, 4), {"ctx"}
     if isinstance(layer, Conv2D):
-        setup = f"    ctx.buf = {_at(stage.scratch or '')};\n    ctx.size = {n}.scratch_bytes;\n"
-        if edge_applies(layer, None):
-            return head + setup + _checked(*edge_call(n, src, dst), k, 4)
-        args = [
-            "&ctx", f"&{n}.params", f"&{n}.quant", f"&{n}.input", src, f"&{n}.filter",
-            f"{n}.weights", f"&{n}.bias", f"{n}.bias_data", "NULL", f"&{n}.output", dst,
-        ]  # fmt: skip
-        return head + setup + _checked("arm_convolve_s8", args, k, 4)
+        args = [f"&{n}", f"&{n}.params", scratch, f"&{n}.input", src, f"&{n}.output", dst]
+        return head + _checked("conv_run", args, k, 4), set()
     if isinstance(layer, MaxPool2D):
         args = [f"&{NO_CONTEXT}", f"&{n}.params", f"&{n}.input", src, f"&{n}.window"]
-        return head + _checked("arm_max_pool_s8", [*args, f"&{n}.output", dst], k, 4)
+        return head + _checked("arm_max_pool_s8", [*args, f"&{n}.output", dst], k, 4), {NO_CONTEXT}
+    if isinstance(layer, AveragePool2D):
+        setup = f"    ctx.buf = {scratch};\n    ctx.size = {stage.scratch_bytes};\n"
+        args = ["&ctx", f"&{n}.params", f"&{n}.input", src, f"&{n}.window", f"&{n}.output", dst]
+        return head + setup + _checked("arm_avgpool_s8", args, k, 4), {"ctx"}
     if isinstance(layer, FullyConnected):
-        kernel = "arm_fully_connected_" + ("per_channel_s8" if _per_channel(layer) else "s8")
+        kernel = "arm_fully_connected_" + ("per_channel_s8" if per_channel(layer) else "s8")
         args = [
             f"&{n}_context", f"&{n}_params", f"&{n}_quant", f"&{n}_input_dims", src,
             f"&{n}_filter_dims", f"{n}_weights", f"&{n}_bias_dims", f"{n}_bias",
             f"&{n}_output_dims", dst,
         ]  # fmt: skip
-        return head + _checked(kernel, args, k, 4)
+        return head + _checked(kernel, args, k, 4), set()
+    if isinstance(layer, Elementwise):
+        kernel = "arm_elementwise_add_s8" if layer.op == "ADD" else "arm_elementwise_mul_s8"
+        return head + _checked(kernel, elementwise_args(layer, sources, dst), k, 4), set()
+    if isinstance(layer, Reference):
+        return head + _reference_module().c_call(layer.params, sources, dst)[1], set()
     assert isinstance(layer, Softmax)
     mult, shift, diff_min = quant.softmax_parameters(layer.beta, layer.input.scale)
     row = layer.input.shape[-1]
-    rows = layer.input.nbytes // row
+    rows = layer.input.size // row
     return (
         head
         + f"    /* {rows} row(s) of {row}; input multiplier {mult}, left shift {shift}, "
         f"diff_min {diff_min} */\n"
         + _call("arm_softmax_s8", [src, str(rows), str(row), str(mult), str(shift),
                                    str(diff_min), dst], 4)
-    )  # fmt: skip
+    ), set()  # fmt: skip
 
 
 def _slice_function(stage: FusedStage) -> str:
-    """The glue one slice of a fused stage calls: CMSIS-NN's, or the one-channel kernel's."""
-    return EDGE_SLICE if edge_applies(stage.conv, stage.pool) else "conv_slice"
+    """The glue one slice of a fused stage calls: CMSIS-NN's, or the own kernel's."""
+    return EDGE_SLICE if stage.kernel == "edge" else "conv_slice"
 
 
-def _slice_args(stage: FusedStage, index: str, destination: str) -> list[str]:
+def _slice_args(stage: FusedStage, index: str, source: str, destination: str) -> list[str]:
     """The glue's arguments for one slice of a fused stage (conv_slice's take a row buffer)."""
-    own = edge_applies(stage.conv, stage.pool)
-    rows = [] if own else [_at(stage.rows) if stage.pool else "NULL"]
+    rows = [] if stage.kernel == "edge" else [_at(stage.rows) if stage.pool else "NULL"]
     return [
         f"&{stage.conv.name}",
         f"&{stage.pool.name}" if stage.pool else "NULL",
         f"&{stage.conv.name}_slices[{index}]",
-        _at(stage.source),
+        source,
         *rows,
-        _at(stage.scratch),
+        _at(stage.scratch) if stage.scratch_bytes else "NULL",
         destination,
     ]
 
@@ -386,7 +278,8 @@ def _fused_stage(stage: FusedStage, k: int) -> str:
     )
     out = f"{_at(stage.target)} + i * {_out_row(stage)}"
     loop = f"    STEP({k});\n    for (i = 0; i < {len(stage.slices)}; ++i) {{\n"
-    call = _checked(_slice_function(stage), _slice_args(stage, "i", out), k, 8)
+    args = _slice_args(stage, "i", _at(stage.source), out)
+    call = _checked(_slice_function(stage), args, k, 8)
     return head + loop + call + "    }\n"
 
 
@@ -403,8 +296,10 @@ def _stream_stage(stage: StreamStage, k: int) -> str:
         4,
         tuple(f"  {describe(layer)}" for layer in (*p.layers, *c.layers)),
     )
-    produce = _slice_args(p, "feed->first + j", f"{window} + (feed->keep + j) * {row}")
-    consume = _slice_args(c, "i", f"{_at(c.target)} + i * {_out_row(c)}")
+    produce = _slice_args(
+        p, "feed->first + j", _at(p.source), f"{window} + (feed->keep + j) * {row}"
+    )
+    consume = _slice_args(c, "i", window, f"{_at(c.target)} + i * {_out_row(c)}")
     slide = [window, f"{window} + feed->drop * {row}", f"(size_t)feed->keep * {row}"]
     return (
         head
@@ -418,6 +313,32 @@ def _stream_stage(stage: StreamStage, k: int) -> str:
         + "        }\n"
         + f"        STEP({k + 1});\n"
         + _checked(_slice_function(c), consume, k + 1, 8)
+        + "    }\n"
+    )
+
+
+def _in_place_stage(stage: InPlaceStage, k: int) -> str:
+    """A convolution over its own input, by rows: one loop, one step."""
+    c = stage.consumer
+    window, buffer = _at(stage.window), _at(stage.buffer)
+    row = _row_bytes(c.conv.input)
+    head = _comment(
+        f"Step {k}: {describe(c.conv)}, in place: before each output row overwrites the "
+        f"input, the input rows it reads are copied into a window of {stage.window_rows} rows.",
+        4,
+    )
+    slide = [window, f"{window} + feed->drop * {row}", f"(size_t)feed->keep * {row}"]
+    copy = [f"{window} + feed->keep * {row}", f"{buffer} + feed->first * {row}",
+            f"(size_t)feed->count * {row}"]  # fmt: skip
+    consume = _slice_args(c, "i", window, f"{buffer} + i * {_out_row(c)}")
+    return (
+        head
+        + f"    for (i = 0; i < {len(stage.feeds)}; ++i) {{\n"
+        + f"        const feed_t *feed = &{c.conv.name}_feeds[i];\n\n"
+        + f"        STEP({k});\n"
+        + _call("memmove", slide, 8)
+        + _call("memcpy", copy, 8)
+        + _checked(_slice_function(c), consume, k, 8)
         + "    }\n"
     )
 
@@ -438,15 +359,16 @@ def _body(graph: Graph, plan: MemoryPlan) -> tuple[str, set[str]]:
             used |= {"i", "j"}
             k += 2
             continue
-        if isinstance(stage, FusedStage):
+        if isinstance(stage, InPlaceStage):
+            parts.append(_in_place_stage(stage, k))
+            used.add("i")
+        elif isinstance(stage, FusedStage):
             parts.append(_fused_stage(stage, k))
             used.add("i")
         else:
-            parts.append(_layer_stage(stage, k))
-            if isinstance(stage.layer, Conv2D):
-                used.add("ctx")
-            if isinstance(stage.layer, MaxPool2D):
-                used.add(NO_CONTEXT)
+            text, needs = _layer_stage(stage, k)
+            parts.append(text)
+            used |= needs
         k += 1
     return "\n".join(parts), used
 
@@ -477,6 +399,15 @@ def _locals(used: set[str], plan: MemoryPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _scratch_bytes(plan: MemoryPlan) -> dict[str, int]:
+    """Each layer's scratch bytes, as its stage in the plan decided them."""
+    found = {f.conv.name: f.scratch_bytes for f in fused_stages(plan)}
+    for stage in plan.stages:
+        if isinstance(stage, LayerStage):
+            found[stage.layer.name] = stage.scratch_bytes
+    return found
+
+
 def _constants(graph: Graph, plan: MemoryPlan, used: set[str]) -> str:
     parts = []
     if NO_CONTEXT in used:
@@ -484,17 +415,15 @@ def _constants(graph: Graph, plan: MemoryPlan, used: set[str]) -> str:
             f"/* For the kernels that need no scratch. */\n"
             f"static const cmsis_nn_context {NO_CONTEXT} = {{.buf = NULL, .size = 0}};\n"
         )
-    plan_bytes = {row.buffer: row.bytes for row in plan.rows()}
+    scratch = _scratch_bytes(plan)
     for layer in graph.layers:
-        if isinstance(layer, Conv2D):
-            scratch = plan_bytes.get(f"{layer.name}_scratch", conv_scratch_bytes(layer))
-            parts.append(_conv_constants(layer, scratch))
-        elif isinstance(layer, MaxPool2D):
-            parts.append(_pool_constants(layer))
-        elif isinstance(layer, FullyConnected):
-            parts.append(_fc_constants(layer))
+        if isinstance(layer, Reference):
+            text = _reference_module().c_call(layer.params, ["NULL"], "NULL")[0]
+            parts.append(f"/* {describe(layer)} */\n{text}" if text else "")
+        else:
+            parts.append(layer_constants(layer, scratch.get(layer.name, 0)))
     schedules = _schedules(plan)
-    return "\n".join(parts) + ("\n" + schedules if schedules else "")
+    return "\n".join(p for p in parts if p) + ("\n" + schedules if schedules else "")
 
 
 def _quant_fields(graph: Graph) -> dict[str, str]:
@@ -507,7 +436,13 @@ def _quant_fields(graph: Graph) -> dict[str, str]:
             f"{name}_scale": repr(tensor.scale),
             f"{name}_zero_point": f"({zp})" if zp < 0 else str(zp),
             f"{name}_real": f"(q {'+' if zp < 0 else '-'} {abs(zp)}) * {tensor.scale!r}",
+            f"{name}_dtype": tensor.dtype,
         }
+    # A float32 input or output is passed as a pointer to void (the caller's floats).
+    fields["input_param"] = (
+        "const int8_t *input" if graph.input.dtype == "int8" else "const void *input"
+    )
+    fields["output_param"] = "int8_t *output" if graph.output.dtype == "int8" else "void *output"
     return fields
 
 
@@ -518,16 +453,20 @@ _OWN_KERNELS = (
 
 
 def _helpers(plan: MemoryPlan) -> str:
-    """The C glue the fused and streamed stages call, each once, and only if called."""
-    fused = []
-    for stage in plan.stages:
-        if isinstance(stage, StreamStage):
-            fused += [stage.producer, stage.consumer]
-        elif isinstance(stage, FusedStage):
-            fused.append(stage)
-    used = {_slice_function(stage) for stage in fused}
-    parts = [template("slices.c").template] if "conv_slice" in used else []
-    if EDGE_SLICE in used:
+    """The C glue the stages call, each once, and only if called."""
+    convs = [s for s in _conv_stages(plan) if s.kernel != "edge"]
+    depthwise = any((s.conv if isinstance(s, FusedStage) else s.layer).depthwise for s in convs)
+    plain = any(not (s.conv if isinstance(s, FusedStage) else s.layer).depthwise for s in convs)
+    parts = []
+    if convs:
+        parts.append(
+            f"#define ENGINE_CONV {int(plain)}\n#define ENGINE_DEPTHWISE {int(depthwise)}\n"
+        )
+        parts.append(template("conv_run.c").template)
+    slices = {_slice_function(stage) for stage in fused_stages(plan)}
+    if "conv_slice" in slices:
+        parts.append(template("slices.c").template)
+    if EDGE_SLICE in slices:
         parts.append(template("slices_edge.c").template)
     return "".join(parts)
 
@@ -561,7 +500,8 @@ def emit_files(
         "types": template("layer_types.c").template,
         "constants": _constants(graph, plan, used),
         "helpers": _helpers(plan),
-        "includes": f'#include "{KERNELS_H}"\n' if own else "",
+        "includes": (f'#include "{KERNELS_H}"\n' if own else "")
+        + ('#include "reference.h"\n' if _uses_reference(plan) else ""),
         "locals": _locals(used, plan),
         "body": body,
         **_quant_fields(graph),
@@ -572,4 +512,6 @@ def emit_files(
     }
     if own:
         files[KERNELS_H] = template(KERNELS_H).substitute(fields).encode()
+    if _uses_reference(plan):
+        files["reference.h"] = template("reference.h").template.encode()
     return files

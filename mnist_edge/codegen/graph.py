@@ -1,134 +1,57 @@
-"""Read an int8 .tflite flatbuffer into the typed chain of layers the C engine compiles.
+"""Read an int8 .tflite flatbuffer into the typed graph of layers the C engine compiles.
 
-Only what a small vision CNN is made of: CONV_2D (valid or same padding, any stride and
-dilation, a fused ReLU family activation), MAX_POOL_2D, RESHAPE, FULLY_CONNECTED and SOFTMAX,
-in one chain (each operator reads the previous one's output), batch 1, int8 activations with
-int8 weights and int32 biases, quantized per tensor or per channel. Anything else is refused
-with one line naming what is in the way. Shapes and padding are computed the way TFLM's
-Prepare computes them, and checked against the shapes the converter wrote.
+What tiny models are made of (SUPPORTED_OPS), in one subgraph, batch 1, int8 activations
+(a float32 model input or output through QUANTIZE or DEQUANTIZE), int8 weights and int32
+biases, quantized per tensor or per channel. Operators may read any earlier tensor (residuals,
+branches). Anything else is refused with one line naming what is in the way. Shapes and
+padding are computed the way TFLM's Prepare computes them, and checked against the shapes the
+converter wrote.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import ClassVar
-
 import numpy as np
 
+from mnist_edge.codegen.layers import (
+    Activation,
+    Add,
+    AveragePool2D,
+    Conv2D,
+    DepthwiseConv2D,
+    FullyConnected,
+    Graph,
+    Layer,
+    MaxPool2D,
+    Mul,
+    Reference,
+    Reshape,
+    Softmax,
+)
 from mnist_edge.errors import ModelError
 
-SUPPORTED_OPS = ("CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX")
+__all__ = ["Activation", "Conv2D", "FullyConnected", "Graph", "Layer", "MaxPool2D", "Reshape"]
+
+# Those compiled with CMSIS-NN's kernels (or mnist-edge's own), then TFLM's reference ones.
+CMSIS_OPS = (
+    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D",
+    "ADD", "MUL", "SOFTMAX", "RESHAPE", "SQUEEZE",
+)  # fmt: skip
+
+
+def _reference_ops() -> dict:
+    """TFLM's reference-code operators the engine compiles (reference.py), by name."""
+    try:
+        from mnist_edge.codegen import reference
+    except ImportError:
+        return {}
+    return reference.SUPPORTED
+
+
+REFERENCE_OPS = _reference_ops()
+SUPPORTED_OPS = CMSIS_OPS + tuple(op for op in REFERENCE_OPS if op not in CMSIS_OPS)
 # The fused activations TFLM's int8 kernels turn into a clamp (TANH and SIGN_BIT are not).
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 MCU_HINT = "export the MCU-lean model (mnist-edge export --int8 writes model_int8_mcu.tflite)"
-
-
-@dataclass(frozen=True)
-class Activation:
-    """An int8 activation tensor: its flatbuffer index, shape and quantization."""
-
-    index: int
-    name: str
-    shape: tuple[int, ...]
-    scale: float  # the float32 scale, exactly, as a Python float
-    zero_point: int
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape)
-
-    def dims(self) -> str:
-        """The shape without its batch of 1, as the comments print it: 26x26x32."""
-        return "x".join(str(d) for d in self.shape[1:])
-
-
-@dataclass(frozen=True, eq=False)
-class Layer:
-    """One operator of the chain: where it is in the flatbuffer, what it reads and writes."""
-
-    op: ClassVar[str] = ""
-    short: ClassVar[str] = ""
-    index: int
-    input: Activation
-    output: Activation
-
-    @property
-    def name(self) -> str:
-        """A C identifier naming the layer after its operator and position: conv_0, fc_6."""
-        return f"{self.short}_{self.index}"
-
-
-@dataclass(frozen=True, eq=False)
-class Conv2D(Layer):
-    """CONV_2D with int8 weights (O×H×W×I), int32 bias, per-tensor or per-channel scales."""
-
-    op: ClassVar[str] = "CONV_2D"
-    short: ClassVar[str] = "conv"
-    weights: np.ndarray
-    bias: np.ndarray
-    weight_scales: tuple[float, ...]
-    stride: tuple[int, int]  # (h, w)
-    dilation: tuple[int, int]
-    padding: tuple[int, int]  # (top, left), as TFLM computes them
-    padding_kind: str  # SAME or VALID
-    activation: str
-
-    @property
-    def kernel(self) -> tuple[int, int]:
-        return int(self.weights.shape[1]), int(self.weights.shape[2])
-
-
-@dataclass(frozen=True, eq=False)
-class MaxPool2D(Layer):
-    """MAX_POOL_2D: window, stride and (top, left) padding."""
-
-    op: ClassVar[str] = "MAX_POOL_2D"
-    short: ClassVar[str] = "maxpool"
-    window: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    padding_kind: str
-    activation: str
-
-
-@dataclass(frozen=True, eq=False)
-class Reshape(Layer):
-    """RESHAPE: the same bytes under another shape (NHWC flattening moves nothing)."""
-
-    op: ClassVar[str] = "RESHAPE"
-    short: ClassVar[str] = "reshape"
-
-
-@dataclass(frozen=True, eq=False)
-class FullyConnected(Layer):
-    """FULLY_CONNECTED with int8 weights (O×I), int32 bias, per-tensor or per-channel scales."""
-
-    op: ClassVar[str] = "FULLY_CONNECTED"
-    short: ClassVar[str] = "fc"
-    weights: np.ndarray
-    bias: np.ndarray
-    weight_scales: tuple[float, ...]
-    weight_zero_point: int
-    activation: str
-
-
-@dataclass(frozen=True, eq=False)
-class Softmax(Layer):
-    """SOFTMAX over the last dimension, int8 in and out."""
-
-    op: ClassVar[str] = "SOFTMAX"
-    short: ClassVar[str] = "softmax"
-    beta: float
-
-
-@dataclass(frozen=True, eq=False)
-class Graph:
-    """The model as the C engine sees it: the chain of layers, its input and output."""
-
-    layers: tuple[Layer, ...]
-    input: Activation
-    output: Activation
 
 
 def refuse_unsupported(info, origin: str) -> None:
@@ -187,18 +110,21 @@ class _Reader:
         tensor = self.graph.Tensors(index)
         return tuple(int(d) for d in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
 
-    def activation(self, index: int, where: str) -> Activation:
-        """An int8 activation tensor, per-tensor quantized, batch 1."""
-        if self.dtype(index) != "int8":
-            raise self.fail(where, f"tensor {index} is {self.dtype(index)}, expected int8")
+    def activation(self, index: int, where: str, dtypes=("int8",)) -> Activation:
+        """An activation tensor of one of `dtypes`, per-tensor quantized (int8), batch 1."""
+        dtype = self.dtype(index)
+        if dtype not in dtypes:
+            raise self.fail(where, f"tensor {index} is {dtype}, expected {' or '.join(dtypes)}")
         scales, zeros, _ = self.quantization(index)
+        if dtype == "float32":
+            scales, zeros = scales or (0.0,), zeros or (0,)
         if len(scales) != 1:
             raise self.fail(where, f"tensor {index} has {len(scales)} scales, expected one")
         shape = self.shape(index)
         if not shape or shape[0] != 1:
             raise self.fail(where, f"tensor {index} has shape {list(shape)}, expected batch 1")
         name = (self.graph.Tensors(index).Name() or b"").decode(errors="replace")
-        return Activation(index, name, shape, scales[0], zeros[0])
+        return Activation(index, name, shape, scales[0], zeros[0], dtype)
 
     def constant(self, index: int, dtype: str, where: str) -> np.ndarray:
         """A constant tensor's data, in its shape."""
@@ -211,6 +137,13 @@ class _Reader:
         return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(
             self.shape(index)
         )
+
+    def op_name(self, op) -> str:
+        """An operator's builtin name: CONV_2D."""
+        code = self.model.OperatorCodes(op.OpcodeIndex())
+        value = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        names = {v: k for k, v in vars(self.schema.BuiltinOperator).items() if k.isupper()}
+        return names.get(value, str(value))
 
     def options(self, op, cls_name: str, where: str):
         table = op.BuiltinOptions()
@@ -260,9 +193,16 @@ def _spatial(reader, options, source, target, window, dilation, where):
     return stride, pad, kind
 
 
-def _weight_scales(reader: _Reader, weights: int, channels: int, where: str):
+def _one(reader: _Reader, sources: tuple[Activation, ...], where: str) -> Activation:
+    """The one activation an operator reads (its others are constants)."""
+    if len(sources) != 1:
+        raise reader.fail(where, f"it reads {len(sources)} activation tensors, expected one")
+    return sources[0]
+
+
+def _weight_scales(reader: _Reader, weights: int, channels: int, where: str, channel_axis=0):
     scales, zeros, axis = reader.quantization(weights)
-    if len(scales) not in (1, channels) or (len(scales) > 1 and axis != 0):
+    if len(scales) not in (1, channels) or (len(scales) > 1 and axis != channel_axis):
         raise reader.fail(where, f"{len(scales)} weight scales along axis {axis}")
     return scales, zeros
 
@@ -276,45 +216,51 @@ def _bias(reader: _Reader, inputs, channels: int, where: str) -> np.ndarray:
     return bias
 
 
-def _conv(reader, op, index, source, target, where) -> Conv2D:
+def _conv_fields(reader, op, source, target, weights, channels, axis, options, where) -> dict:
+    """What a convolution and a depthwise one share: symmetric weights scaled per tensor or
+    per channel (along `axis`), bias, stride, dilation, padding and the fused activation."""
     inputs = op.InputsAsNumpy()
-    options = reader.options(op, "Conv2DOptions", where)
-    weights = reader.constant(int(inputs[1]), "int8", where)
-    if weights.ndim != 4 or weights.shape[3] != source.shape[3]:
-        raise reader.fail(where, f"weights {list(weights.shape)} for input {list(source.shape)}")
-    if weights.shape[0] != target.shape[3]:
-        raise reader.fail(where, f"weights {list(weights.shape)} for output {list(target.shape)}")
-    scales, zeros = _weight_scales(reader, int(inputs[1]), weights.shape[0], where)
+    scales, zeros = _weight_scales(reader, int(inputs[1]), channels, where, channel_axis=axis)
     if any(zeros):
         raise reader.fail(where, "the weights are not symmetric (zero point not 0)")
     dilation = (int(options.DilationHFactor()), int(options.DilationWFactor()))
     window = (int(weights.shape[1]), int(weights.shape[2]))
     stride, pad, kind = _spatial(reader, options, source, target, window, dilation, where)
-    return Conv2D(
-        index=index,
-        input=source,
-        output=target,
-        weights=weights,
-        bias=_bias(reader, inputs, weights.shape[0], where),
-        weight_scales=scales,
-        stride=stride,
-        dilation=dilation,
-        padding=pad,
-        padding_kind=kind,
-        activation=_fused(reader, options.FusedActivationFunction(), where),
-    )
+    return {
+        "index": None, "input": source, "output": target,
+        "bias": _bias(reader, inputs, channels, where), "weight_scales": scales,
+        "stride": stride, "dilation": dilation, "padding": pad, "padding_kind": kind,
+        "activation": _fused(reader, options.FusedActivationFunction(), where),
+    }  # fmt: skip
 
 
-def _pool(reader, op, index, source, target, where) -> MaxPool2D:
+def _conv(reader, op, index, sources, target, where) -> Conv2D:
+    source = _one(reader, sources, where)
+    options = reader.options(op, "Conv2DOptions", where)
+    weights = reader.constant(int(op.InputsAsNumpy()[1]), "int8", where)
+    if weights.ndim != 4 or weights.shape[3] != source.shape[3]:
+        raise reader.fail(where, f"weights {list(weights.shape)} for input {list(source.shape)}")
+    if weights.shape[0] != target.shape[3]:
+        raise reader.fail(where, f"weights {list(weights.shape)} for output {list(target.shape)}")
+    fields = _conv_fields(reader, op, source, target, weights, weights.shape[0], 0, options, where)
+    return Conv2D(**(fields | {"index": index}), weights=weights)
+
+
+def _pool(reader, op, index, sources, target, where) -> MaxPool2D | AveragePool2D:
+    source = _one(reader, sources, where)
     options = reader.options(op, "Pool2DOptions", where)
     window = (int(options.FilterHeight()), int(options.FilterWidth()))
     stride, pad, kind = _spatial(reader, options, source, target, window, (1, 1), where)
-    # TFLM's PoolingPrepare asks for this: max-pooling picks values, it never rescales them.
-    if abs(source.scale - target.scale) > 1e-6 or source.zero_point != target.zero_point:
+    average = reader.op_name(op) == "AVERAGE_POOL_2D"
+    # Max-pooling picks values and never rescales them, and the fused kernel relies on it:
+    # TFLM's PoolingPrepare asks for it too. Averaging integers as TFLM does needs nothing.
+    if not average and (
+        abs(source.scale - target.scale) > 1e-6 or source.zero_point != target.zero_point
+    ):
         raise reader.fail(where, "input and output are quantized differently")
     if source.shape[3] != target.shape[3]:
         raise reader.fail(where, f"{source.shape[3]} channels in, {target.shape[3]} out")
-    return MaxPool2D(
+    return (AveragePool2D if average else MaxPool2D)(
         index=index,
         input=source,
         output=target,
@@ -326,7 +272,54 @@ def _pool(reader, op, index, source, target, where) -> MaxPool2D:
     )
 
 
-def _fully_connected(reader, op, index, source, target, where) -> FullyConnected:
+def _depthwise(reader, op, index, sources, target, where) -> DepthwiseConv2D:
+    source = _one(reader, sources, where)
+    options = reader.options(op, "DepthwiseConv2DOptions", where)
+    weights = reader.constant(int(op.InputsAsNumpy()[1]), "int8", where)
+    channels = target.shape[3] if len(target.shape) == 4 else 0
+    if weights.ndim != 4 or weights.shape[0] != 1 or weights.shape[3] != channels:
+        raise reader.fail(where, f"weights {list(weights.shape)} for output {list(target.shape)}")
+    if len(source.shape) != 4 or channels % source.shape[3]:
+        raise reader.fail(where, f"{source.shape} in, {target.shape} out")
+    multiplier = channels // source.shape[3]
+    if options.DepthMultiplier() not in (0, multiplier):
+        raise reader.fail(where, f"depth multiplier {options.DepthMultiplier()} for {multiplier}")
+    fields = _conv_fields(reader, op, source, target, weights, channels, 3, options, where)
+    # Stored O x H x W x 1 like a convolution's (one filter per output channel); CMSIS-NN
+    # reads 1 x H x W x O: constants.py writes them back in that order.
+    transposed = np.ascontiguousarray(weights.transpose(3, 1, 2, 0))
+    return DepthwiseConv2D(**(fields | {"index": index}), weights=transposed, multiplier=multiplier)
+
+
+def _elementwise(reader, op, index, sources, target, where) -> Layer:
+    name = reader.op_name(op)
+    if len(sources) != 2:
+        raise reader.fail(where, f"it reads {len(sources)} activations (a constant operand)")
+    first, second = sources
+    if first.shape != second.shape or first.shape != target.shape:
+        if name in REFERENCE_OPS:  # broadcasting: TFLM's reference code, in every build
+            return _reference(reader, op, index, sources, target, where)
+        raise reader.fail(where, f"shapes {first.shape} and {second.shape} (broadcasting)")
+    options = reader.options(op, "AddOptions" if name == "ADD" else "MulOptions", where)
+    return (Add if name == "ADD" else Mul)(
+        index=index,
+        input=first,
+        output=target,
+        others=(second,),
+        activation=_fused(reader, options.FusedActivationFunction(), where),
+    )
+
+
+def _reference(reader, op, index, sources, target, where) -> Reference:
+    """An operator TFLM runs with its reference code: reference.py computes its parameters."""
+    name = reader.op_name(op)
+    params = REFERENCE_OPS[name](reader, op, sources, target, where)
+    return Reference(index=index, input=sources[0], output=target, others=sources[1:],
+                     kind=name, params=params)  # fmt: skip
+
+
+def _fully_connected(reader, op, index, sources, target, where) -> FullyConnected:
+    source = _one(reader, sources, where)
     inputs = op.InputsAsNumpy()
     options = reader.options(op, "FullyConnectedOptions", where)
     if options.WeightsFormat() != 0:
@@ -352,7 +345,8 @@ def _fully_connected(reader, op, index, source, target, where) -> FullyConnected
     )
 
 
-def _softmax(reader, op, index, source, target, where) -> Softmax:
+def _softmax(reader, op, index, sources, target, where) -> Softmax:
+    source = _one(reader, sources, where)
     options = reader.options(op, "SoftmaxOptions", where)
     # The int8 softmax's output is fixed by TFLM's SoftmaxPrepare: zero point -128, scale 1/256.
     if target.zero_point != -128 or target.scale != 1.0 / 256:
@@ -362,7 +356,8 @@ def _softmax(reader, op, index, source, target, where) -> Softmax:
     return Softmax(index, source, target, beta=float(np.float32(options.Beta())))
 
 
-def _reshape(reader, op, index, source, target, where) -> Reshape:
+def _reshape(reader, op, index, sources, target, where) -> Reshape:
+    source = _one(reader, sources, where)
     if source.nbytes != target.nbytes:
         raise reader.fail(where, f"{source.nbytes} elements in, {target.nbytes} out")
     return Reshape(index, source, target)
@@ -370,16 +365,21 @@ def _reshape(reader, op, index, source, target, where) -> Reshape:
 
 BUILDERS = {
     "CONV_2D": _conv,
+    "DEPTHWISE_CONV_2D": _depthwise,
     "MAX_POOL_2D": _pool,
+    "AVERAGE_POOL_2D": _pool,
     "RESHAPE": _reshape,
+    "SQUEEZE": _reshape,
     "FULLY_CONNECTED": _fully_connected,
     "SOFTMAX": _softmax,
+    "ADD": _elementwise,
+    "MUL": _elementwise,
 }
 
 
 def read_graph(data: bytes, origin: str = "model") -> Graph:
-    """The chain of layers of an int8 .tflite, with its constants; ModelError if the C engine
-    cannot compile it (naming the operator or tensor in the way)."""
+    """The layers of an int8 .tflite in order, with their constants; ModelError if the C
+    engine cannot compile it (naming the operator or tensor in the way)."""
     from mnist_edge.model_info import read_model
 
     info = read_model(data, origin)  # refuses a corrupt flatbuffer before we trust any field
@@ -390,22 +390,26 @@ def read_graph(data: bytes, origin: str = "model") -> Graph:
             f"{origin}: {len(info.inputs)} inputs and {len(info.outputs)} outputs; "
             "the C engine compiles one of each."
         )
+    first = reader.activation(info.inputs[0], "the model's input", ("int8", "float32"))
+    tensors = {first.index: first}  # every activation computed so far, by tensor index
     layers: list[Layer] = []
-    current = info.inputs[0]
-    source = reader.activation(current, "the model's input")
-    first = source
     for index, described in enumerate(info.operators):
         where = f"operator {index} ({described.op})"
-        if not described.inputs or described.inputs[0] != current or len(described.outputs) != 1:
-            raise reader.fail(
-                where, "it does not read the previous operator's output (not a chain)"
-            )
-        target = reader.activation(described.outputs[0], where)
-        builder = BUILDERS[described.op]
-        layers.append(builder(reader, reader.graph.Operators(index), index, source, target, where))
-        current, source = described.outputs[0], target
-    if current != info.outputs[0]:
-        raise ModelError(f"{origin}: the last operator's output is not the model's output.")
+        if len(described.outputs) != 1:
+            raise reader.fail(where, f"{len(described.outputs)} outputs, expected one")
+        sources = tuple(tensors[t] for t in described.inputs if t in tensors)
+        if not sources:
+            raise reader.fail(where, "it reads no tensor computed before it")
+        if described.op != "QUANTIZE" and any(t.dtype != "int8" for t in sources):
+            raise reader.fail(where, "it reads a float32 tensor (int8 activations only)")
+        dtypes = ("float32",) if described.op == "DEQUANTIZE" else ("int8",)
+        target = reader.activation(described.outputs[0], where, dtypes)
+        builder = BUILDERS.get(described.op, _reference)
+        op = reader.graph.Operators(index)
+        layers.append(builder(reader, op, index, sources, target, where))
+        tensors[target.index] = target
+    if info.outputs[0] not in tensors or info.outputs[0] == first.index:
+        raise ModelError(f"{origin}: the model's output is not computed by its operators.")
     if all(isinstance(layer, Reshape) for layer in layers):
         raise ModelError(f"{origin}: the model computes nothing (reshapes only).")
-    return Graph(tuple(layers), first, source)
+    return Graph(tuple(layers), first, tensors[info.outputs[0]])

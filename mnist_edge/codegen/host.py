@@ -276,9 +276,14 @@ def library_sizes(library: ctypes.PyDLL, prefix: str) -> tuple[int, int, int]:
 
 
 def run_batch(library: ctypes.PyDLL, prefix: str, inputs: np.ndarray) -> np.ndarray:
-    """Every input (N x input bytes, int8) through the engine: N x output bytes, int8."""
+    """Every input (N x input bytes, int8; or a float32 model's float32 inputs, passed as their
+    bytes) through the engine: N x output bytes, int8 (view them as float32 for a float output)."""
     input_bytes, output_bytes, _ = library_sizes(library, prefix)
-    x = np.ascontiguousarray(inputs, dtype=np.int8).reshape(-1, input_bytes)
+    inputs = np.asarray(inputs)
+    if inputs.dtype == np.float32:
+        x = np.ascontiguousarray(inputs).view(np.int8).reshape(-1, input_bytes)
+    else:
+        x = np.ascontiguousarray(inputs, dtype=np.int8).reshape(-1, input_bytes)
     out = np.zeros((len(x), output_bytes), np.int8)
     status = getattr(library, f"{prefix}_infer_batch")(
         x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), len(x)

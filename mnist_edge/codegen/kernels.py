@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mnist_edge.codegen import quant
-from mnist_edge.codegen.graph import Conv2D, MaxPool2D
+from mnist_edge.codegen.layers import Conv2D, MaxPool2D
 
 MAX_TAPS = 64  # kernels.h's EDGE_1CH_MAX_TAPS: a channel's weights are locals
 BLOCK = 4  # kernels.h's EDGE_BLOCK: the general path's columns at once
@@ -50,8 +50,11 @@ def requantization_is_monotonic(conv: Conv2D) -> bool:
 
 
 def edge_applies(conv: Conv2D, pool: MaxPool2D | None) -> bool:
-    """Whether the engine computes this convolution (and its pool) with edge_conv_s8."""
+    """Whether the engine computes this convolution (and its pool) with edge_conv_s8: not a
+    depthwise one, and not a 1×1 convolution alone (CMSIS-NN's 1×1 kernel needs no columns)."""
     kh, kw = conv.kernel
+    if conv.depthwise or (kh * kw == 1 and pool is None):
+        return False
     channels = conv.input.shape[3]
     if channels == 1:
         fits = kh * kw <= MAX_TAPS

@@ -25,25 +25,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from mnist_edge.codegen.graph import Conv2D, Graph, Layer, MaxPool2D, Reshape
+from mnist_edge.codegen.cmsis import avgpool_scratch_bytes, conv_scratch_bytes
 from mnist_edge.codegen.kernels import edge_applies, edge_scratch_bytes
+from mnist_edge.codegen.layers import (
+    AveragePool2D,
+    Conv2D,
+    Elementwise,
+    Graph,
+    Layer,
+    MaxPool2D,
+    Reference,
+    Reshape,
+)
 
 LEVELS = ("layers", "fused", "streamed")
 ALIGN = 4  # every buffer starts on a word: the scratch is int16, the arena itself 16-aligned
 INPUT, OUTPUT = "input", "output"  # the caller's buffers
-
-
-def conv_scratch_bytes(conv: Conv2D) -> int:
-    """arm_convolve_s8_get_buffer_size, the larger of its two answers.
-
-    Plain C and DSP: two im2col columns of int16, 2 * align4(kh*kw*cin) * 2 bytes; Helium:
-    four int8 columns padded to 16. The plan must hold on either, so it takes the larger.
-    """
-    kh, kw = conv.kernel
-    columns = kh * kw * conv.input.shape[3]
-    scalar = 2 * (-(-columns // 4) * 4) * 2
-    helium = 4 * (-(-columns // 16) * 16)
-    return max(scalar, helium)
 
 
 @dataclass(frozen=True)
@@ -75,12 +72,18 @@ class Feed:
 
 @dataclass(frozen=True, eq=False)
 class LayerStage:
-    """One layer, one CMSIS-NN call, its whole input and output: one step."""
+    """One layer, one kernel call on its whole tensors: one step."""
 
     layer: Layer
-    source: str
+    sources: tuple[str, ...]  # the buffers of layer.inputs
     target: str
-    scratch: str | None = None
+    scratch: str | None
+    kernel: str  # "cmsis", "edge" (kernels.h) or "reference" (reference.h)
+    scratch_bytes: int = 0
+
+    @property
+    def source(self) -> str:
+        return self.sources[0]
 
     @property
     def layers(self) -> tuple[Layer, ...]:
@@ -97,9 +100,11 @@ class FusedStage:
     pool: MaxPool2D | None
     source: str
     target: str
-    rows: str
+    rows: str  # the row buffer the pool reads ("": none, the kernel pools as it goes)
     scratch: str
     slices: tuple[Slice, ...]
+    kernel: str  # "cmsis" or "edge"
+    scratch_bytes: int
 
     @property
     def layers(self) -> tuple[Layer, ...]:
@@ -127,7 +132,24 @@ class StreamStage:
         return self.producer.layers + self.consumer.layers
 
 
-Stage = LayerStage | FusedStage | StreamStage
+@dataclass(frozen=True, eq=False)
+class InPlaceStage:
+    """A convolution whose output overwrites its input, by rows: before each slice, the input
+    rows it reads are copied into a window (feeds: copy rows first..first+count-1), so the rows
+    it overwrites have been saved: one step, and the input's buffer holds the output after."""
+
+    consumer: FusedStage  # reads the window, writes into `buffer`
+    buffer: str
+    window: str
+    window_rows: int
+    feeds: tuple[Feed, ...]
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return self.consumer.layers
+
+
+Stage = LayerStage | FusedStage | StreamStage | InPlaceStage
 
 
 @dataclass(frozen=True)
@@ -199,59 +221,151 @@ def _slices(conv: Conv2D, pool: MaxPool2D | None) -> tuple[Slice, ...]:
 
 
 def lower_bound(graph: Graph) -> int:
-    """The least arena a one-call-per-layer engine needs: max over layers of input + output +
+    """The least arena a one-call-per-layer engine needs: max over layers of inputs + output +
     scratch, counting neither the caller's input nor its output (they are not in the arena)."""
-    names = _buffer_names(graph)
+    names = _buffer_names(graph, in_place=False)
     best = 0
     for layer in graph.layers:
         if isinstance(layer, Reshape):
             continue
-        held = [t for t in (layer.input, layer.output) if names[t.index] not in (INPUT, OUTPUT)]
-        scratch = conv_scratch_bytes(layer) if isinstance(layer, Conv2D) else 0
-        best = max(best, sum(t.nbytes for t in held) + scratch)
+        held = {names[t.index]: t.nbytes for t in (*layer.inputs, layer.output)}
+        held = {k: v for k, v in held.items() if k not in (INPUT, OUTPUT)}
+        best = max(best, sum(held.values()) + _scratch(layer)[1])
     return best
 
 
-def _buffer_names(graph: Graph) -> dict[int, str]:
-    """Tensor index -> the buffer holding it: a reshape's output is its input's bytes."""
+def _output_chain(graph: Graph) -> set[int]:
+    """The model's output tensor and the tensors it is a reshape of: the caller's buffer."""
+    chain = {graph.output.index}
+    for layer in reversed(graph.layers):
+        if isinstance(layer, Reshape) and layer.output.index in chain:
+            chain.add(layer.input.index)
+    return chain
+
+
+def _in_place_safe(conv: Conv2D) -> bool:
+    """Whether a convolution can write its output over its own input, row by row, with its
+    input rows copied into a window before they are overwritten (_copy_feeds)."""
+    return _copy_feeds(conv, _slices(conv, None)) is not None
+
+
+def _buffer_names(graph: Graph, in_place: bool) -> dict[int, str]:
+    """Tensor index -> the buffer holding it.
+
+    A reshape's output is its input's bytes. An ADD or MUL writes over an operand that dies
+    there (the kernels read each element before writing it); with `in_place`, so does a
+    convolution computed by rows (InPlaceStage). The model's output, and what it is a reshape
+    of, are the caller's output buffer.
+    """
+    last_read: dict[int, int] = {}
+    for position, layer in enumerate(graph.layers):
+        for tensor in layer.inputs:
+            last_read[tensor.index] = position
+    chain = _output_chain(graph)
     names = {graph.input.index: INPUT}
-    for layer in graph.layers:
+    members: dict[str, list[int]] = {INPUT: [graph.input.index]}
+
+    def dies_here(tensor, position: int) -> bool:
+        name = names[tensor.index]
+        return name != INPUT and all(last_read.get(m, -1) <= position for m in members[name])
+
+    for position, layer in enumerate(graph.layers):
+        out = layer.output
+        name = f"{layer.name}_out"
         if isinstance(layer, Reshape):
-            names[layer.output.index] = names[layer.input.index]
-        else:
-            names[layer.output.index] = f"{layer.name}_out"
+            name = names[layer.input.index]
+        elif out.index not in chain:
+            if isinstance(layer, Elementwise):
+                same = [
+                    t for t in layer.inputs if t.nbytes == out.nbytes and dies_here(t, position)
+                ]
+                name = names[same[0].index] if same else name
+            elif (
+                in_place
+                and isinstance(layer, Conv2D)
+                and dies_here(layer.input, position)
+                and not _fuses_with_pool(graph, position)
+                and _in_place_safe(layer)
+            ):
+                name = names[layer.input.index]
+        names[out.index] = name
+        members.setdefault(name, []).append(out.index)
     final = names[graph.output.index]
-    # The last computed tensor goes straight to the caller's output, through any reshapes.
     return {k: OUTPUT if v == final else v for k, v in names.items()}
 
 
-def _stages(graph: Graph, level: str) -> list[Stage]:
-    names = _buffer_names(graph)
+def _fuses_with_pool(graph: Graph, position: int) -> bool:
+    """Whether the layer at `position` (a convolution) is followed by the max-pool that alone
+    reads its output: the two are computed together (FusedStage)."""
+    layer = graph.layers[position]
+    after = graph.layers[position + 1] if position + 1 < len(graph.layers) else None
+    return (
+        isinstance(layer, Conv2D)
+        and isinstance(after, MaxPool2D)
+        and after.input.index == layer.output.index
+        and graph.readers(layer.output.index) == [after]
+        and layer.output.index != graph.output.index
+    )
+
+
+def _scratch(layer: Layer, pool: MaxPool2D | None = None, rows=None) -> tuple[str, int]:
+    """The kernel a layer (and its fused pool) runs on, and its scratch bytes."""
+    if isinstance(layer, Conv2D):
+        if edge_applies(layer, pool):
+            rows = rows or [layer.output.shape[1]]
+            return "edge", edge_scratch_bytes(layer, pool, rows)
+        return "cmsis", conv_scratch_bytes(layer)
+    if isinstance(layer, AveragePool2D):
+        return "cmsis", avgpool_scratch_bytes(layer)
+    if isinstance(layer, Reference):
+        return "reference", 0  # TFLM's reference kernels work in place of nothing
+    return "cmsis", 0
+
+
+def _fused(conv: Conv2D, pool: MaxPool2D | None, source: str, target: str) -> FusedStage:
+    slices = _slices(conv, pool)
+    kernel, scratch = _scratch(conv, pool, [s.conv_rows for s in slices])
+    rows = f"{conv.name}_rows" if pool is not None and kernel != "edge" else ""
+    return FusedStage(
+        conv, pool, source, target, rows, f"{conv.name}_scratch", slices, kernel, scratch
+    )
+
+
+def _stages(graph: Graph, level: str, names: dict[int, str]) -> list[Stage]:
     layers = [layer for layer in graph.layers if not isinstance(layer, Reshape)]
     stages: list[Stage] = []
     i = 0
     while i < len(layers):
         layer = layers[i]
+        position = graph.layers.index(layer)
         source, target = names[layer.input.index], names[layer.output.index]
-        pool = layers[i + 1] if i + 1 < len(layers) else None
-        if level != "layers" and isinstance(layer, Conv2D) and isinstance(pool, MaxPool2D):
-            stages.append(
-                FusedStage(
-                    layer,
-                    pool,
-                    source,
-                    names[pool.output.index],
-                    rows=f"{layer.name}_rows",
-                    scratch=f"{layer.name}_scratch",
-                    slices=_slices(layer, pool),
-                )
-            )
+        if level != "layers" and _fuses_with_pool(graph, position):
+            pool = graph.layers[position + 1]
+            stages.append(_fused(layer, pool, source, names[pool.output.index]))
             i += 2
             continue
-        scratch = f"{layer.name}_scratch" if isinstance(layer, Conv2D) else None
-        stages.append(LayerStage(layer, source, target, scratch))
+        if isinstance(layer, Conv2D) and source == target:
+            stages.append(_in_place_stage(_fused(layer, None, source, target)))
+            i += 1
+            continue
+        kernel, scratch = _scratch(layer)
+        sources = tuple(names[t.index] for t in layer.inputs)
+        name = f"{layer.name}_scratch" if scratch else None
+        stages.append(LayerStage(layer, sources, target, name, kernel, scratch))
         i += 1
-    return _streamed(stages) if level == "streamed" else stages
+    if level != "streamed":
+        return stages
+    return _streamed(stages, _buffer_readers(graph, names))
+
+
+def _buffer_readers(graph: Graph, names: dict[int, str]) -> dict[str, set[str]]:
+    """Buffer -> the layers reading it."""
+    readers: dict[str, set[str]] = {}
+    for layer in graph.layers:
+        if not isinstance(layer, Reshape):
+            for tensor in layer.inputs:
+                readers.setdefault(names[tensor.index], set()).add(layer.name)
+    return readers
 
 
 def _as_fused(stage: Stage) -> FusedStage | None:
@@ -259,22 +373,25 @@ def _as_fused(stage: Stage) -> FusedStage | None:
     if isinstance(stage, FusedStage):
         return stage
     if isinstance(stage, LayerStage) and isinstance(stage.layer, Conv2D):
-        conv = stage.layer
-        # No pool: each slice is one output row, written in place (no row buffer).
-        return FusedStage(
-            conv, None, stage.source, stage.target, "", stage.scratch or "", _slices(conv, None)
-        )
+        return _fused(stage.layer, None, stage.source, stage.target)
     return None
 
 
-def _streamed(stages: list[Stage]) -> list[Stage]:
-    """Pair each convolution stage whose output feeds another convolution into a stream."""
+def _streamed(stages: list[Stage], readers: dict[str, set[str]]) -> list[Stage]:
+    """Pair each convolution stage whose output only feeds the next convolution into a
+    stream."""
     result: list[Stage] = []
     i = 0
     while i < len(stages):
         producer = _as_fused(stages[i])
         consumer = _as_fused(stages[i + 1]) if i + 1 < len(stages) else None
-        if producer is None or consumer is None or producer.target in (INPUT, OUTPUT):
+        if (
+            producer is None
+            or consumer is None
+            or producer.target in (INPUT, OUTPUT)
+            or consumer.source != producer.target
+            or readers.get(producer.target) != {consumer.conv.name}
+        ):
             result.append(stages[i])
             i += 1
             continue
@@ -283,9 +400,9 @@ def _streamed(stages: list[Stage]) -> list[Stage]:
     return result
 
 
-def _stream(producer: FusedStage, consumer: FusedStage) -> StreamStage:
-    """The window and the feeding schedule of a producer streamed into a consumer."""
-    window = f"{producer.target.removesuffix('_out')}_window"
+def _window_feeds(consumer: FusedStage) -> tuple[list[Feed], list[Slice], int]:
+    """The feeding schedule of a window of producer rows that a consumer's slices read in
+    turn: the feeds, the consumer's slices relative to the window, the window's rows."""
     needed = [(s.in_row, s.in_row + s.in_rows) for s in consumer.slices]
     window_rows = max(hi - lo for lo, hi in needed)
     feeds, slices = [], []
@@ -297,6 +414,41 @@ def _stream(producer: FusedStage, consumer: FusedStage) -> StreamStage:
         feeds.append(Feed(keep_from - have_lo, have_hi - keep_from, first, hi - first))
         have_lo, have_hi = lo, hi
         slices.append(Slice(0, piece.in_rows, piece.conv_pad, piece.conv_rows, piece.pool_pad))
+    return feeds, slices, window_rows
+
+
+def _copy_feeds(conv: Conv2D, slices: tuple[Slice, ...]):
+    """The feeds of an in-place convolution, or None if some slice would write over input
+    rows not yet copied into the window: slice i writes output row i, which must lie within
+    the input rows already copied (or every row has been)."""
+    if conv.input.dtype != "int8":
+        return None
+    probe = FusedStage(conv, None, "", "", "", "", slices, "", 0)
+    feeds, _, _ = _window_feeds(probe)
+    in_row, out_row = _row_bytes(conv.input), _row_bytes(conv.output)
+    last_needed = max(s.in_row + s.in_rows for s in slices)
+    copied = 0
+    for i, feed in enumerate(feeds):
+        copied = max(copied, feed.first + feed.count)
+        if copied < last_needed and (i + 1) * out_row > copied * in_row:
+            return None
+    return feeds
+
+
+def _in_place_stage(fused: FusedStage) -> InPlaceStage:
+    """A convolution writing over its input: each input row is copied into a window just
+    before the slice that overwrites it, and read from there."""
+    feeds, slices, window_rows = _window_feeds(fused)
+    assert _copy_feeds(fused.conv, fused.slices) is not None, "unsafe in-place convolution"
+    window = f"{fused.conv.name}_window"
+    consumer = replace(fused, source=window, slices=tuple(slices))
+    return InPlaceStage(consumer, fused.source, window, window_rows, tuple(feeds))
+
+
+def _stream(producer: FusedStage, consumer: FusedStage) -> StreamStage:
+    """The window and the feeding schedule of a producer streamed into a consumer."""
+    window = f"{producer.target.removesuffix('_out')}_window"
+    feeds, slices, window_rows = _window_feeds(consumer)
     # Producer slices are independent (each reads the producer's whole input), so rows no
     # consumer slice needs (a stride taller than the window) are simply never produced.
     assert all(f.keep + f.count == n.in_rows for f, n in zip(feeds, slices, strict=True))
@@ -337,23 +489,13 @@ def _fused_temps(t: _Timeline, stage: FusedStage, k: int) -> None:
     """A fused stage's row buffer and scratch: alive in its one step, k. mnist-edge's own
     kernel (kernels.h) pools as it goes: columns in its scratch, no row buffer."""
     conv = stage.conv
-    if edge_applies(conv, stage.pool):
-        rows = [s.conv_rows for s in stage.slices]
-        size = edge_scratch_bytes(conv, stage.pool, rows)
-        t.use(stage.scratch, size, f"{conv.name} columns", k, k)
-        return
-    if stage.pool is not None:
+    if stage.rows:
         most = max(s.conv_rows for s in stage.slices)
         what = f"{most} of {conv.name}'s {conv.output.dims()} rows"
         t.use(stage.rows, most * _row_bytes(conv.output), what, k, k)
-    t.use(stage.scratch, conv_scratch_bytes(conv), f"{conv.name} im2col scratch", k, k)
-
-
-def _layer_scratch(conv: Conv2D) -> tuple[int, str]:
-    """A convolution's scratch when it runs alone, on its whole tensors: bytes, and what."""
-    if edge_applies(conv, None):
-        return edge_scratch_bytes(conv, None, [conv.output.shape[1]]), f"{conv.name} columns"
-    return conv_scratch_bytes(conv), f"{conv.name} im2col scratch"
+    if stage.scratch_bytes:
+        what = "columns" if stage.kernel == "edge" else "scratch"
+        t.use(stage.scratch, stage.scratch_bytes, f"{conv.name} {what}", k, k)
 
 
 def _walk(stages: list[Stage]) -> _Timeline:
@@ -365,14 +507,28 @@ def _walk(stages: list[Stage]) -> _Timeline:
             _walk_stream(t, stage, k)
             continue
         label = "+".join(x.name for x in stage.layers)
+        if isinstance(stage, InPlaceStage):
+            c = stage.consumer
+            t.steps.append(f"{label} in place, by rows through {stage.window}")
+            _tensor(t, stage.buffer, c.conv.input, f"{c.conv.name} input", k, k)
+            _tensor(t, stage.buffer, c.output, f"{c.conv.name} output", k, k)
+            what = f"{stage.window_rows} of {c.conv.name}'s input rows"
+            t.use(stage.window, stage.window_rows * _row_bytes(c.conv.input), what, k, k)
+            _fused_temps(t, c, k)
+            continue
         if isinstance(stage, FusedStage):
             label += f" in {len(stage.slices)} slices"
             _fused_temps(t, stage, k)
-        elif stage.scratch:
-            t.use(stage.scratch, *_layer_scratch(stage.layer), k, k)
+            sources = ((stage.source, stage.conv.input),)
+        else:
+            sources = tuple(zip(stage.sources, stage.layer.inputs, strict=True))
+            if stage.scratch:
+                what = f"{stage.layer.name} scratch"
+                t.use(stage.scratch, stage.scratch_bytes, what, k, k)
         t.steps.append(label)
         first, last = stage.layers[0], stage.layers[-1]
-        _tensor(t, stage.source, first.input, f"{first.name} input", k, k)
+        for buffer, tensor in sources:
+            _tensor(t, buffer, tensor, f"{first.name} input", k, k)
         _tensor(t, stage.target, last.output, f"{last.name} output", k, k)
     return t
 
@@ -440,25 +596,22 @@ def _check_no_overlap(t: _Timeline, offsets: dict[str, int]) -> None:
             assert not alive or apart, f"plan error: {a} and {b} overlap while both alive"
 
 
-def conv_stages(plan: MemoryPlan) -> list[tuple[Conv2D, MaxPool2D | None]]:
-    """Every convolution of the program with the max-pool fused into it (None: not fused)."""
-    found: list[tuple[Conv2D, MaxPool2D | None]] = []
+def fused_stages(plan: MemoryPlan) -> list[FusedStage]:
+    """Every convolution computed by slices, in program order (a streamed pair gives two)."""
+    found: list[FusedStage] = []
     for stage in plan.stages:
         if isinstance(stage, StreamStage):
-            found += [(stage.producer.conv, stage.producer.pool)]
-            found += [(stage.consumer.conv, stage.consumer.pool)]
+            found += [stage.producer, stage.consumer]
+        elif isinstance(stage, InPlaceStage):
+            found.append(stage.consumer)
         elif isinstance(stage, FusedStage):
-            found.append((stage.conv, stage.pool))
-        elif isinstance(stage.layer, Conv2D):
-            found.append((stage.layer, None))
+            found.append(stage)
     return found
 
 
-def plan_memory(graph: Graph, level: str = "streamed") -> MemoryPlan:
-    """The stages of the program and the arena offset of every buffer they use."""
-    if level not in LEVELS:
-        raise ValueError(f"unknown plan level {level!r}: expected one of {', '.join(LEVELS)}")
-    stages = _stages(graph, level)
+def _plan(graph: Graph, level: str, in_place: bool) -> MemoryPlan:
+    names = _buffer_names(graph, in_place)
+    stages = _stages(graph, level, names)
     t = _walk(stages)
     offsets = _place(t)
     rows = tuple(
@@ -474,3 +627,18 @@ def plan_memory(graph: Graph, level: str = "streamed") -> MemoryPlan:
         peak_bytes=_align(peak),
         lower_bound_bytes=lower_bound(graph),
     )
+
+
+def plan_memory(graph: Graph, level: str = "streamed") -> MemoryPlan:
+    """The stages of the program and the arena offset of every buffer they use.
+
+    Above `layers`, convolutions may also run in place (InPlaceStage), which costs a copy of
+    their input rows: the plan with them is kept only when its arena is smaller.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown plan level {level!r}: expected one of {', '.join(LEVELS)}")
+    plan = _plan(graph, level, in_place=False)
+    if level != "layers":
+        other = _plan(graph, level, in_place=True)
+        plan = other if other.peak_bytes < plan.peak_bytes else plan
+    return plan

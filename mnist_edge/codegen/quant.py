@@ -106,3 +106,40 @@ def kernel_sums(
         rows += weights.shape[1] * weight_offset
     sums = bias.astype(np.int64) + rows * input_offset if input_offset else bias.astype(np.int64)
     return ((sums + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+
+
+def add_parameters(
+    input1: tuple[float, int], input2: tuple[float, int], output: tuple[float, int]
+) -> dict[str, int]:
+    """An int8 ADD's integer parameters, as TFLM's CalculateOpData (cmsis_nn/add.cc, the same
+    as add_common.cc) computes them from (scale, zero point) pairs; the names are
+    arm_elementwise_add_s8's arguments.
+
+    Both inputs are brought to twice the larger input scale, shifted left 20 bits first, and
+    the sum to the output's scale; every multiplier is below one (QuantizeMultiplierSmaller-
+    ThanOneExp: a non-positive shift). The scales are compared as float32, then doubled in
+    double, as TFLM does.
+    """
+    twice_max = 2 * max(input1[0], input2[0])
+    left_shift = 20
+    m1, s1 = quantize_multiplier(input1[0] / twice_max)
+    m2, s2 = quantize_multiplier(input2[0] / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * output[0]))
+    return {
+        "input_1_offset": -input1[1], "input_1_mult": m1, "input_1_shift": s1,
+        "input_2_offset": -input2[1], "input_2_mult": m2, "input_2_shift": s2,
+        "left_shift": left_shift,
+        "out_offset": output[1], "out_mult": mo, "out_shift": so,
+    }  # fmt: skip
+
+
+def mul_parameters(
+    input1: tuple[float, int], input2: tuple[float, int], output: tuple[float, int]
+) -> dict[str, int]:
+    """An int8 MUL's integer parameters (mul_common.cc's CalculateOpDataMul): the product of
+    the input scales over the output's, in double; the names are arm_elementwise_mul_s8's."""
+    mult, shift = quantize_multiplier(input1[0] * input2[0] / output[0])
+    return {
+        "input_1_offset": -input1[1], "input_2_offset": -input2[1],
+        "out_offset": output[1], "out_mult": mult, "out_shift": shift,
+    }  # fmt: skip

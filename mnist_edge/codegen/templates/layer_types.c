@@ -1,5 +1,6 @@
 
-/* A convolution's arguments to arm_convolve_s8, all in one constant. */
+/* A convolution's arguments to CMSIS-NN's convolution wrapper, all in one constant; ch_mult > 0
+ * makes it a depthwise convolution (the depthwise wrapper's arguments, its multiplier). */
 typedef struct {
     cmsis_nn_conv_params params;
     cmsis_nn_per_channel_quant_params quant;
@@ -10,9 +11,10 @@ typedef struct {
     const int8_t *weights;
     const int32_t *bias_data;
     int32_t scratch_bytes;
+    int32_t ch_mult;
 } conv_layer_t;
 
-/* A max-pool's arguments to arm_max_pool_s8. */
+/* A pool's arguments to arm_max_pool_s8 or arm_avgpool_s8. */
 typedef struct {
     cmsis_nn_pool_params params;
     cmsis_nn_dims input;

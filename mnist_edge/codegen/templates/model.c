@@ -44,7 +44,7 @@ ${types}
  * biases int32; multipliers and shifts are TFLM's per-channel requantization (the shift is a
  * left shift when positive). */
 ${constants}${helpers}
-int ${prefix}_infer(const int8_t *input, int8_t *output)
+int ${prefix}_infer(${input_param}, ${output_param})
 {
 ${locals}
 ${body}

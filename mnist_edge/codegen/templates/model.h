@@ -12,12 +12,12 @@
 extern "C" {
 #endif
 
-/* Input: ${input_shape} int8, real value = ${input_real}. */
+/* Input: ${input_shape} ${input_dtype}, real value = ${input_real}. */
 #define ${PREFIX}_INPUT_BYTES ${input_bytes}
 #define ${PREFIX}_INPUT_SCALE ${input_scale}f
 #define ${PREFIX}_INPUT_ZERO_POINT ${input_zero_point}
 
-/* Output: ${output_shape} int8, real value = ${output_real}. */
+/* Output: ${output_shape} ${output_dtype}, real value = ${output_real}. */
 #define ${PREFIX}_OUTPUT_BYTES ${output_bytes}
 #define ${PREFIX}_OUTPUT_SCALE ${output_scale}f
 #define ${PREFIX}_OUTPUT_ZERO_POINT ${output_zero_point}
@@ -30,7 +30,7 @@ extern "C" {
  * Returns 0 on success, else 1 + the number of the step (as model.c's comments number them)
  * whose CMSIS-NN kernel refused its arguments. Not reentrant: every call uses the same static
  * arena. */
-int ${prefix}_infer(const int8_t *input, int8_t *output);
+int ${prefix}_infer(${input_param}, ${output_param});
 
 #ifdef __cplusplus
 }

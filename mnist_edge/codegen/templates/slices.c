@@ -11,14 +11,11 @@ static arm_cmsis_nn_status conv_slice(const conv_layer_t *conv, const pool_layer
     cmsis_nn_dims out = conv->output;
     arm_cmsis_nn_status status;
 
-    ctx.buf = scratch;
-    ctx.size = conv->scratch_bytes;
     in.h = slice->in_rows;
     params.padding.h = slice->conv_pad;
     out.h = slice->conv_rows;
-    status = arm_convolve_s8(&ctx, &params, &conv->quant, &in, input + slice->in_row * in.w * in.c,
-                             &conv->filter, conv->weights, &conv->bias, conv->bias_data, NULL,
-                             &out, pool != NULL ? rows : output);
+    status = conv_run(conv, &params, scratch, &in, input + slice->in_row * in.w * in.c, &out,
+                      pool != NULL ? rows : output);
     if (status != ARM_CMSIS_NN_SUCCESS || pool == NULL) {
         return status;
     }

@@ -20,6 +20,7 @@ from mnist_edge.cli_options import (
     DEFAULT_ARTIFACTS,
     ArtifactsOption,
     DataOption,
+    InputsOption,
     JsonOption,
     ModelOption,
     OnnxCalibration,
@@ -29,6 +30,7 @@ from mnist_edge.cli_options import (
     Runtime,
     RuntimeOption,
     Schedule,
+    SeedOption,
     Target,
     ThreadsOption,
     emit,
@@ -303,17 +305,38 @@ def verify(
         int | None, typer.Option(min=1, help="Use only the first N test images.")
     ] = None,
     threads: ThreadsOption = 1,
+    inputs: InputsOption = None,
+    seed: SeedOption = options.DEFAULT_INPUTS_SEED,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run every export on the 10,000 test images and compare with Keras; exit 1 on a failure.
+    With --inputs: each .tflite's outputs on those inputs against host TFLM's, byte for byte
+    (default runtime: codegen), for any int8 model.
 
     Examples: `mnist-edge verify` or
-    `mnist-edge verify -m artifacts/model_int8.tflite -r all --json`
+    `mnist-edge verify -m artifacts/model_int8.tflite -r all --json` or
+    `mnist-edge verify -m kws_ref_model.tflite -r codegen --inputs random:1000`
     """
-    from mnist_edge.render import verify_table
+    from mnist_edge.render import identity_table, verify_table
     from mnist_edge.verify import verify as verify_exports
+    from mnist_edge.verify import verify_inputs
 
+    if inputs is not None:
+        runtimes = [r.value for r in runtime] if runtime else None
+        found = verify_inputs(
+            artifacts,
+            data,
+            inputs=inputs,
+            models=model,
+            runtimes=runtimes,
+            seed=seed,
+            count=limit or 10_000,
+        )
+        emit(found, identity_table, as_json)
+        if not found:
+            raise CheckFailed("; ".join(found.failures), label="verify failed")
+        return
     report = verify_exports(
         artifacts,
         data,

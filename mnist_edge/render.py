@@ -166,6 +166,29 @@ def verify_table(report: VerifyReport) -> Group:
     return Group(table, *identity, matrix)
 
 
+def identity_table(report) -> Group:
+    """verify --inputs: each export and runtime against host TFLM, byte for byte."""
+    table = Table(title=f"Verified against host TFLM on {report.inputs}")
+    columns = ("artifact", "runtime", "bit-identical", "same class", "max |Δ|", "accuracy", "ok")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:2] else "right")
+    for r in report.results:
+        a = r.agreement
+        ok = "yes" if a.bit_identical == a.images else "[red]NO[/red]"
+        table.add_row(
+            r.artifact,
+            r.runtime,
+            f"{a.bit_identical:,}/{a.images:,}",
+            f"{a.same_class:,}/{a.images:,}",
+            f"{a.max_abs_diff:g}",
+            "–" if r.accuracy is None else f"{r.accuracy:.4f}",
+            ok if r.must_match else "not required",
+        )
+    for u in report.unsupported:
+        table.add_row(u.artifact, u.runtime, _not_supported(u.reason))
+    return Group(table, f"reference: {report.reference}")
+
+
 # The bench tables' `+call µs` column (BenchRow.overhead_us), explained under them.
 OVERHEAD_NOTE = (
     "+call: p50 − invoke p50, what feeding uint8 pixels and reading float scores add per call"

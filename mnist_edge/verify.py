@@ -30,7 +30,7 @@ from mnist_edge.compare import (
 from mnist_edge.data import MnistTest, ensure_test_split, to_float
 from mnist_edge.errors import MissingDependencyError, MnistEdgeError
 from mnist_edge.files import sha256_file, write_json
-from mnist_edge.records import Reference, VerifyReport, VerifyRow
+from mnist_edge.records import IdentityReport, Reference, VerifyReport, VerifyRow
 from mnist_edge.runtimes import open_runner, open_runners
 from mnist_edge.tensors import dequantize, quantize
 
@@ -165,4 +165,78 @@ def verify(
         reference, rows, cross_agreement(predictions), count, tolerance_pp, failures, unsupported
     )
     write_json(artifacts / VERIFY_JSON, record_payload(report))
+    return report
+
+
+# The runtimes that promise host TFLM's bytes: the C engine (its whole point) and TFLM itself.
+# LiteRT's builtin kernels (litert-ref) are its optimized ones, not TFLM's reference code: on
+# MLPerf Tiny's IC and AD models they differ from TFLM by up to 53 steps, and XNNPACK rounds
+# its own way. Their differences are reported, not failed.
+IDENTICAL_TO_TFLM = ("codegen", "tflm")
+IDENTITY_JSON = "identity.json"
+
+
+def verify_inputs(
+    artifacts: Path,
+    data: Path | None,
+    *,
+    inputs: str | None,
+    models: list[Path] | None = None,
+    runtimes: list[str] | None = None,
+    count: int = 10_000,
+    seed: int = 0,
+) -> IdentityReport:
+    """Every .tflite export (or `models`) on `inputs` (inputs.model_inputs: MNIST, random, a
+    .npy file), each runtime's outputs against host TFLM's byte for byte; accuracy where the
+    inputs have labels. Writes identity.json; the report is false when an engine that promises
+    TFLM's bytes (IDENTICAL_TO_TFLM) differs."""
+    from mnist_edge.inputs import inputs_for
+    from mnist_edge.records import IdentityRow
+
+    artifacts = Path(artifacts)
+    exports = [p for p in resolve_exports(artifacts, models) if p.suffix == ".tflite"]
+    if not exports:
+        raise MnistEdgeError(f"{artifacts}: --inputs runs .tflite models; none given or found.")
+    chosen = {path: inputs_for(path, inputs, count=count, seed=seed, data=data) for path in exports}
+    loaded, unsupported = open_runners(exports, runtimes or ["codegen"], any_shape=True)
+    rows, failures, references = [], [], {}
+    for item in loaded:
+        path, runtime, runner = item.path, item.runtime, item.runner
+        values = chosen[path].values
+        if path not in references:
+            log.info("Running host TFLM on %s (%d inputs)", path.name, len(values))
+            tflm = open_runner(path, "tflm", any_shape=True)
+            references[path] = tflm.predict_raw(values).reshape(len(values), -1)
+        log.info("Verifying %s on %s (%d inputs)", path.name, runtime, len(values))
+        raw = runner.predict_raw(values).reshape(len(values), -1)
+        theirs = references[path]
+        agreement = bit_agreement("tflm", runtime, theirs.view(np.int8), raw.view(np.int8))
+        labels = chosen[path].labels
+        accuracy = None if labels is None else float(np.mean(raw.argmax(axis=1) == labels))
+        row = IdentityRow(
+            artifact=path.name,
+            runtime=runtime,
+            kernels=runner.kernels,
+            sha256=sha256_file(path),
+            agreement=agreement,
+            accuracy=accuracy,
+            must_match=runtime in IDENTICAL_TO_TFLM,
+        )
+        if not row.passed:
+            failures.append(
+                f"{path.name} ({runtime}): {agreement.bit_identical:,}/{agreement.images:,} "
+                f"outputs bit-identical to host TFLM's (first difference: input "
+                f"{agreement.mismatches[0]})"
+            )
+        rows.append(row)
+    descriptions = sorted({chosen[p].description for p in exports})
+    report = IdentityReport(
+        inputs="; ".join(descriptions),
+        count=max(c.count for c in chosen.values()),
+        reference="host TFLM: the tflite-micro Python interpreter, reference kernels",
+        results=rows,
+        failures=failures,
+        unsupported=unsupported,
+    )
+    write_json(artifacts / IDENTITY_JSON, record_payload(report))
     return report

@@ -110,3 +110,42 @@ def test_kws_outputs_equal_host_tflm_on_a_rerun(kws_m4):
     assert (project / "inputs.bin").read_bytes() == inputs.values.tobytes()
     expected = TFLMRunner(KWS, any_shape=True).predict_raw(inputs.values)
     assert printed.shape == (INPUTS, 12) and np.array_equal(printed, expected)
+
+
+def test_verify_inputs_compares_every_runtime_with_host_tflm(tmp_path):
+    """KWS on LiteRT (XNNPACK and builtin kernels): their bytes against host TFLM's reported,
+    not required (LiteRT's kernels are not TFLM's); TFLM against itself: all identical."""
+    result = CliRunner().invoke(
+        app,
+        [
+            *("verify", "-a", str(tmp_path), "-m", str(_model(KWS))),
+            *("-r", "tflm", "-r", "litert", "--inputs", "random:40", "--seed", "3"),
+        ],
+    )
+    assert_exit(result, 0)
+    record = json.loads((tmp_path / "identity.json").read_text())
+    assert record["inputs"] == "random:40 (seed 3)" and record["failures"] == []
+    rows = {row["runtime"]: row for row in record["results"]}
+    assert rows["tflm"]["agreement"]["bit_identical"] == 40 and rows["tflm"]["must_match"]
+    assert not rows["litert"]["must_match"] and rows["litert"]["accuracy"] is None
+    # XNNPACK rounds its own way: some of its outputs differ from TFLM's, and are said to.
+    assert rows["litert"]["agreement"]["bit_identical"] < 40
+    assert "not required" in result.output
+
+
+@pytest.mark.slow
+@needs_sources
+def test_verify_inputs_random_on_the_c_engine(exported, tmp_path):
+    """The C engine on the quick MNIST model, fed seeded random int8 inputs (not images): each
+    output byte against host TFLM's."""
+    artifacts, _ = exported
+    result = CliRunner().invoke(
+        app,
+        [
+            *("verify", "-a", str(tmp_path), "-m", str(artifacts / "model_int8_mcu.tflite")),
+            *("-r", "codegen", "--inputs", "random:300"),
+        ],
+    )
+    assert_exit(result, 0)
+    (row,) = json.loads((tmp_path / "identity.json").read_text())["results"]
+    assert row["agreement"]["bit_identical"] == row["agreement"]["images"] == 300

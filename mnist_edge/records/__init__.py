@@ -14,7 +14,7 @@ Nothing here imports an engine.
 from mnist_edge.records.base import RecordError, from_dict
 from mnist_edge.records.bundle import BundleFile, BundleResult, ExportCompat, RuntimeProof
 from mnist_edge.records.cengine import CEngine, PlanBuffer
-from mnist_edge.records.compare import Agreement, RuntimeAccuracy
+from mnist_edge.records.compare import Agreement, IdentityReport, IdentityRow, RuntimeAccuracy
 from mnist_edge.records.firmware import (
     EngineFlash,
     EngineRam,
@@ -48,6 +48,8 @@ from mnist_edge.records.proofs import TIMING_NOTE, Comparison, ModelRun, Predict
 __all__ = [
     "TIMING_NOTE",
     "Agreement",
+    "IdentityReport",
+    "IdentityRow",
     "ArenaReport",
     "BenchReport",
     "BenchRow",

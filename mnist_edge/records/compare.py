@@ -4,6 +4,7 @@ accuracy."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -29,3 +30,39 @@ class RuntimeAccuracy:
     accuracy: float
     images: int
     source: str  # "bundle" (measured now) or "verify.json"
+
+
+@dataclass(frozen=True)
+class IdentityRow:
+    """One export on one runtime, run on the same inputs as host TFLM: its outputs against
+    TFLM's, byte for byte, and its accuracy where the inputs have labels."""
+
+    artifact: str
+    runtime: str
+    kernels: str
+    sha256: str
+    agreement: Agreement  # a: host TFLM, b: this runtime
+    accuracy: float | None  # None: inputs without labels (random, a .npy file)
+    must_match: bool  # an engine that promises TFLM's bytes (the C engine, reference kernels)
+
+    @property
+    def passed(self) -> bool:
+        return not self.must_match or self.agreement.bit_identical == self.agreement.images
+
+
+@dataclass(frozen=True)
+class IdentityReport:
+    """verify --inputs: every export on the runtimes asked for, against host TFLM (the
+    tflite-micro interpreter) on the same inputs; identity.json is this."""
+
+    FORMAT: ClassVar[str] = "mnist-edge-identity/1"
+
+    inputs: str  # "random:1000 (seed 0)", "MNIST test images 0..9999", "x.npy (20)"
+    count: int
+    reference: str  # what computed the reference outputs
+    results: list[IdentityRow]
+    failures: list[str]
+    unsupported: list = field(default_factory=list)  # records.Unsupported
+
+    def __bool__(self) -> bool:
+        return not self.failures

@@ -55,9 +55,14 @@ def select_runtimes(path: Path, requested: list[str] | None) -> list[str]:
 
 
 def open_runner(
-    path: Path, runtime: str | None = None, threads: int = 1, ort_optimization: str = "all"
+    path: Path,
+    runtime: str | None = None,
+    threads: int = 1,
+    ort_optimization: str = "all",
+    any_shape: bool = False,
 ) -> Runner:
-    """Build the runner for a model file; the runtime defaults to the file type's usual one."""
+    """Build the runner for a model file; the runtime defaults to the file type's usual one.
+    `any_shape`: a .tflite of any input and output shape, fed raw (MNIST's is checked else)."""
     path = Path(path)
     runtime = runtime or DEFAULT_RUNTIME.get(path.suffix)
     if runtime is None or runtime not in runtimes_for(path):
@@ -69,7 +74,7 @@ def open_runner(
     if runtime in ("litert", "litert-ref"):
         from mnist_edge.runtimes.litert_runner import LiteRTRunner
 
-        return LiteRTRunner(path, threads=threads, xnnpack=runtime == "litert")
+        return LiteRTRunner(path, threads=threads, xnnpack=runtime == "litert", any_shape=any_shape)
     if runtime == "onnxruntime":
         from mnist_edge.runtimes.ort_runner import OrtRunner
 
@@ -77,11 +82,12 @@ def open_runner(
     if runtime == "tflm":
         from mnist_edge.runtimes.tflm_runner import TFLMRunner
 
-        return TFLMRunner(path)
+        return TFLMRunner(path, any_shape=any_shape)
     if runtime == "codegen":
         from mnist_edge.runtimes.codegen_runner import CodegenRunner
 
-        return CodegenRunner(path)  # one thread, as on a device (one static arena)
+        # One thread, as on a device (one static arena).
+        return CodegenRunner(path, any_shape=any_shape)
     from mnist_edge.runtimes.keras_runner import KerasRunner
 
     return KerasRunner(path, threads=threads, use_predict=runtime == "keras-predict")
@@ -118,7 +124,11 @@ def unsupported_reason(path: Path, runtime: str) -> str | None:
 
 
 def open_runners(
-    paths: list[Path], runtimes: list[str] | None, threads: int = 1, ort_optimization: str = "all"
+    paths: list[Path],
+    runtimes: list[str] | None,
+    threads: int = 1,
+    ort_optimization: str = "all",
+    any_shape: bool = False,
 ) -> tuple[list[LoadedRunner], list]:
     """Open a runner per file and runtime before any work, naming every file that won't load.
 
@@ -141,7 +151,7 @@ def open_runners(
                         raise ModelError(f"{path}: {runtime} cannot run it: {reason}.")
                     unsupported.append(Unsupported(Path(path).name, runtime, reason))
                     continue
-                runner = open_runner(path, runtime, threads, ort_optimization)
+                runner = open_runner(path, runtime, threads, ort_optimization, any_shape)
                 runner.set_batch(1)
             except MissingDependencyError as exc:
                 if not everything:

@@ -23,8 +23,14 @@ class CodegenRunner(Runner):
     engine = "the C engine"
     runtime = "codegen"
 
-    def __init__(self, path: Path, threads: int = 1, sources: Path | None = None):
-        super().__init__(path, threads)
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        sources: Path | None = None,
+        any_shape: bool = False,
+    ):
+        super().__init__(path, threads, any_shape)
         if threads != 1:
             raise MnistEdgeError(
                 f"The C engine runs on one thread (one static arena); asked for {threads}."

@@ -9,10 +9,9 @@ import numpy as np
 
 from mnist_edge.errors import ModelError, first_line
 from mnist_edge.runtimes.base import Runner
-from mnist_edge.tensors import IMAGE_SHAPE, TensorSpec
+from mnist_edge.tensors import TensorSpec
 
 _UINT8 = np.dtype(np.uint8)  # builtin dtypes are singletons: `is` is a third of `==`'s cost
-_IMAGE_SIZE = int(np.prod(IMAGE_SHAPE))
 
 
 def _unowned_view(interpreter, index: int) -> np.ndarray:
@@ -48,8 +47,8 @@ class LiteRTRunner(Runner):
 
     engine = "LiteRT"
 
-    def __init__(self, path: Path, threads: int = 1, xnnpack: bool = True):
-        super().__init__(path, threads)
+    def __init__(self, path: Path, threads: int = 1, xnnpack: bool = True, any_shape: bool = False):
+        super().__init__(path, threads, any_shape)
         from ai_edge_litert import interpreter as litert
 
         self.xnnpack = xnnpack
@@ -76,6 +75,8 @@ class LiteRTRunner(Runner):
         self.input = _litert_spec(self._in)
         self.output = _litert_spec(self._out)
         self._check_io()
+        # One input's shape: MNIST's image, or (any_shape) the model's own.
+        self._sample = tuple(int(d) for d in self._in["shape"][1:])
         if self.input.shape[0] > 0:
             # A fixed batch (the MCU-lean model): its RESHAPE is to a constant shape.
             self.max_batch = self.input.shape[0]
@@ -113,7 +114,7 @@ class LiteRTRunner(Runner):
         if n != self._batch:
             self._unpin()
             try:
-                self._interpreter.resize_tensor_input(self._in_index, [n, *IMAGE_SHAPE])
+                self._interpreter.resize_tensor_input(self._in_index, [n, *self._sample])
                 self._interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 raise self._error(f"cannot resize it to batch {n}", exc) from None
@@ -123,8 +124,8 @@ class LiteRTRunner(Runner):
         """The allocated batch, and what the per-call path derives from it (kept, not derived
         per call)."""
         self._batch = n
-        self._shape = (n, *IMAGE_SHAPE)
-        self._input_size = n * _IMAGE_SIZE
+        self._shape = (n, *self._sample)
+        self._input_size = n * int(np.prod(self._sample))
 
     def feed_raw(self, x: np.ndarray) -> None:
         self._set_tensor(self._in_index, x)

@@ -36,6 +36,8 @@ TYPES = {
 }
 ACTIVATIONS = {"NONE": 0, "RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}
 STRICT = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
+# On the host, any undefined behaviour of the kernels stops the run.
+SANITIZE = ("-fsanitize=undefined", "-fno-sanitize-recover=all")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def shape(rng, rank, high=5) -> tuple[int, ...]:
 
 def mean_cases(rng):
     axes_choices = [(1, 2), (2, 1), (-3, -2), (1,), (2,), (3,), (1, 2, 3), (0, 1)]
-    for k in range(16):
+    for k in range(32):
         source = q(rng, (int(rng.integers(1, 3)), *shape(rng, 3, 9)))
         if k == 0:  # a 24x24 pool: the 1/576 folded into the multiplier borrows 9 bits
             source = dataclasses.replace(source, shape=(1, 24, 24, 3))
@@ -101,7 +103,7 @@ def mean_cases(rng):
 
 
 def concatenation_cases(rng):
-    for _ in range(8):
+    for _ in range(16):
         rank = int(rng.integers(1, 5))
         axis = int(rng.integers(-rank, rank))
         common = q(rng, shape(rng, rank))
@@ -126,22 +128,23 @@ def concatenation_cases(rng):
 
 
 def unary_cases(rng):
-    for _ in range(10):
-        source = q(rng, shape(rng, 3, 6), low=-3, high=-0.3)
+    """Elementwise operators: 256 values or more, so that every int8 input value is tried."""
+    for _ in range(24):
+        source = q(rng, (1, 16, 16, int(rng.integers(1, 3))), low=-3, high=0.5)
         yield Case("LOGISTIC", (source,), Spec(source.shape, 1 / 256, -128))
-    for _ in range(8):
-        out = q(rng, shape(rng, 2, 8))
+    for _ in range(12):
+        out = q(rng, (*shape(rng, 2, 8), 32))
         yield Case("QUANTIZE", (Spec(out.shape, dtype="float32"),), out)
         yield Case("QUANTIZE", (near(rng, out, out.shape, -1, 1),), out)
-    for _ in range(6):
-        source = q(rng, shape(rng, 3, 6))
+    for _ in range(10):
+        source = q(rng, (1, 16, 16, int(rng.integers(1, 3))))
         yield Case("DEQUANTIZE", (source,), Spec(source.shape, dtype="float32"))
         yield Case("RELU", (source,), near(rng, source, source.shape))
         yield Case("RELU6", (source,), dataclasses.replace(source, zero_point=-128))
 
 
 def arithmetic_cases(rng):
-    for k in range(32):
+    for k in range(64):
         op = ("ADD", "MUL")[k % 2]
         out = shape(rng, int(rng.integers(1, 7)), 4)
         if k % 8 < 2:  # equal shapes: CMSIS-NN's elementwise kernel
@@ -172,7 +175,7 @@ def arithmetic_cases(rng):
 
 
 def pad_cases(rng):
-    for k in range(12):
+    for k in range(24):
         rank = 5 if k == 11 else int(rng.integers(1, 5))
         source = q(rng, (1, *shape(rng, 4)) if rank == 5 else shape(rng, rank))
         pairs = rng.integers(0, 3, size=(rank, 2)).astype(np.int32)
@@ -250,8 +253,9 @@ def model_bytes(case: Case) -> bytes:
 
 
 def random_input(rng, spec: Spec, output: Spec) -> np.ndarray:
-    if spec.dtype == "int8":
-        return rng.integers(-128, 128, size=spec.shape, dtype=np.int8)
+    if spec.dtype == "int8":  # every value once before any twice
+        values = np.resize(rng.permutation(256) - 128, int(np.prod(spec.shape)))
+        return values.reshape(spec.shape).astype(np.int8)
     # Around the output's range, with halves of its scale where rounding decides.
     steps = rng.integers(-140, 140, size=spec.shape) - output.zero_point
     steps = steps + rng.choice([0.0, 0.5, 0.37], spec.shape)
@@ -294,7 +298,7 @@ def build(source: str, folder: Path) -> ctypes.CDLL:
     objects = []
     for path in [folder / "cases.c", *cmsis_files(root)]:
         objects.append(folder / f"{path.stem}.o")
-        flags = STRICT if path.parent == folder else ("-O2", "-w")
+        flags = (*STRICT, *SANITIZE) if path.parent == folder else ("-O2", "-w")
         subprocess.run(
             [
                 "gcc",
@@ -310,7 +314,9 @@ def build(source: str, folder: Path) -> ctypes.CDLL:
             check=True,
         )
     library = folder / "cases.so"
-    subprocess.run(["gcc", "-shared", *map(str, objects), "-o", str(library)], check=True)
+    subprocess.run(
+        ["gcc", "-shared", *SANITIZE, *map(str, objects), "-o", str(library)], check=True
+    )
     return ctypes.CDLL(str(library))
 
 
@@ -450,3 +456,107 @@ def test_what_tflm_refuses_is_one_line(op, inputs, output, options, match):
     with pytest.raises(ModelError, match=match) as raised:
         reference.SUPPORTED[op](inputs, output, **options)
     assert "\n" not in str(raised.value)
+
+
+def keras_model_bytes() -> bytes:
+    """A Keras model made of the reference operators, converted to int8 with float input and
+    output (QUANTIZE, DEQUANTIZE) from a random representative set of a wide range."""
+    tf = need_module("tensorflow", "train")
+    keras = tf.keras
+    image = keras.Input((6, 6, 4), batch_size=1)
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True)(image)
+    scaled = keras.layers.Activation("sigmoid")(keras.layers.Multiply()([image, pooled]))
+    padded = keras.layers.ZeroPadding2D(((1, 0), (2, 1)))(scaled)
+    flat = keras.layers.Concatenate()(
+        [
+            keras.layers.GlobalAveragePooling2D()(padded),
+            keras.layers.GlobalAveragePooling2D()(image),
+        ]
+    )
+    summed = keras.layers.Add()([keras.layers.ReLU()(flat), keras.layers.ReLU(6.0)(flat)])
+    model = keras.Model(image, summed)
+    rng = np.random.default_rng(3)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [rng.uniform(-4, 9, (1, 6, 6, 4)).astype(np.float32)] for _ in range(32)
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return bytes(converter.convert())
+
+
+def read_operators(data: bytes):
+    """(TFLM name, input Specs, output Spec, options, flatbuffer tensor indices) per operator."""
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    dtypes = {v[0]: k for k, v in TYPES.items()}
+
+    def spec(index):
+        t = graph.tensors[index]
+        quant = t.quantization
+        scale_ = float(quant.scale[0]) if quant is not None and quant.scale is not None else 0.0
+        zp = int(quant.zeroPoint[0]) if quant is not None and quant.zeroPoint is not None else 0
+        return Spec(tuple(int(d) for d in t.shape), scale_, zp, dtypes[t.type])
+
+    def constant(index):
+        t = graph.tensors[index]
+        data_ = bytes(bytearray(model.buffers[t.buffer].data))
+        return np.frombuffer(data_, TYPES[dtypes[t.type]][1]).reshape(t.shape)
+
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        activations = [i for i in op.inputs if model.buffers[graph.tensors[i].buffer].data is None]
+        options = {}
+        fused = getattr(op.builtinOptions, "fusedActivationFunction", 0)
+        activation = {v: k for k, v in ACTIVATIONS.items()}[fused]
+        if name == "MEAN":
+            options = {
+                "axes": constant(op.inputs[1]).tolist(),
+                "keep_dims": op.builtinOptions.keepDims,
+            }
+        elif name == "CONCATENATION":
+            options = {"axis": op.builtinOptions.axis, "activation": activation}
+        elif name in ("ADD", "MUL"):
+            options = {"activation": activation}
+        elif name in ("PAD", "PADV2"):
+            options = {"paddings": constant(op.inputs[1]).tolist()}
+        specs = [spec(i) for i in activations]
+        yield name, specs, spec(op.outputs[0]), options, (activations, op.outputs[0])
+
+
+def tensor_data(interpreter, index: int) -> np.ndarray:
+    """An intermediate tensor TFLM preserved (GetTensor gives its dtype, shape and data)."""
+    found = interpreter.GetTensor(index, 0)
+    return np.asarray(found["tensor_data"], dtype=found["dtype"]).reshape(found["shape"])
+
+
+@needs_sources
+def test_a_converted_keras_model_is_bit_exact_operator_by_operator(tmp_path):
+    """Each operator of a real converter's model, fed TFLM's own intermediate tensors."""
+    data = keras_model_bytes()
+    interpreter = runtime.Interpreter.from_bytes(
+        data, arena_size=1 << 18, intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors
+    )
+    image = np.random.default_rng(5).uniform(-4, 9, (1, 6, 6, 4)).astype(np.float32)
+    interpreter.set_input(image, 0)
+    interpreter.invoke()
+    named, tensors = [], []
+    for k, (op, inputs, output, options, indices) in enumerate(read_operators(data)):
+        if op not in reference.SUPPORTED:  # RESHAPE: the lead's
+            continue
+        params = reference.SUPPORTED[op](inputs, output, **options)
+        named.append((f"op{k}", Case(op, tuple(inputs), output, options), params))
+        tensors.append(indices)
+    seen = {case.op for _, case, _ in named}
+    assert set(reference.SUPPORTED) - {"PADV2"} == seen
+    library = build(c_source(named), tmp_path)
+    wrong_bytes = {}
+    for (name, case, _), (sources, target) in zip(named, tensors, strict=True):
+        inputs = [tensor_data(interpreter, i) for i in sources]
+        expected = tensor_data(interpreter, target)
+        wrong_bytes[f"{name} {case.op}"] = mismatches(
+            expected, c_output(library, name, case, inputs)
+        )
+    assert not any(wrong_bytes.values()), wrong_bytes

@@ -72,30 +72,36 @@ def _percentiles(samples_ns: np.ndarray) -> dict[str, float]:
     }
 
 
-def time_runner(runner, images: np.ndarray, runs: int, warmup: int, batch: int) -> dict:
-    """Latency of one call on `batch` images, end to end and invoke only; throughput from p50."""
+def time_runner(
+    runner, images: np.ndarray, runs: int, warmup: int, batch: int, raw: bool = False
+) -> dict:
+    """Latency of one call on `batch` images, end to end and invoke only; throughput from p50.
+    `raw`: `images` are the model's own inputs (inputs.ModelInputs), fed and fetched as they
+    are (feed_raw, fetch_raw); else MNIST's uint8 pixels, quantized by the runner."""
     runner.set_batch(batch)
-    # uint8 in the model's N×28×28×1 layout, as a camera's frame buffer would be laid out.
-    images = images.reshape(-1, *IMAGE_SHAPE)
+    feed, fetch = (runner.feed_raw, runner.fetch_raw) if raw else (runner.feed_pixels, runner.fetch)
+    if not raw:
+        # uint8 in the model's N×28×28×1 layout, as a camera's frame buffer would be laid out.
+        images = images.reshape(-1, *IMAGE_SHAPE)
     # Distinct ready-made batches, cycled: the same input every time would flatter caches.
     blocks = [
         np.resize(np.roll(images, -k * batch, axis=0), (batch, *images.shape[1:]))
         for k in range(DISTINCT_BATCHES)
     ]
     for i in range(warmup):  # untimed: first calls allocate, pack weights, fault pages in
-        runner.feed_pixels(blocks[i % len(blocks)])
+        feed(blocks[i % len(blocks)])
         runner.invoke()
-        runner.fetch()
+        fetch()
     stamps = np.empty((runs, 4), dtype=np.int64)  # before feed, invoke, fetch; after fetch
     clock = time.perf_counter_ns
     for i in range(runs):
         block = blocks[i % len(blocks)]  # picked outside the clock: the harness's, not the call's
         t0 = clock()
-        runner.feed_pixels(block)
+        feed(block)
         t1 = clock()
         runner.invoke()
         t2 = clock()
-        runner.fetch()
+        fetch()
         stamps[i] = (t0, t1, t2, clock())
     feed, invoke, fetch = np.diff(stamps, axis=1).T
     stats = _percentiles(stamps[:, 3] - stamps[:, 0])
@@ -113,6 +119,31 @@ def mcu_footprint(path: Path) -> dict[str, int]:
     """What a microcontroller must hold for a model: its tensor arena (measured) and its bytes."""
     data = Path(path).read_bytes()
     return {"arena_bytes": measure_arena(data, str(path)).bytes, "flash_bytes": len(data)}
+
+
+def _samples(exports: list[Path], data, inputs: str | None, seed: int) -> dict[Path, np.ndarray]:
+    """What each export is timed on: MNIST's first SAMPLE_IMAGES test images as uint8 pixels
+    (as a camera or a file gives them), or with `inputs` the model's own inputs."""
+    if inputs is None:
+        images = ensure_test_split(data).x_test[:SAMPLE_IMAGES]
+        return dict.fromkeys(exports, images)
+    from mnist_edge.inputs import inputs_for
+
+    others = [path.name for path in exports if path.suffix != ".tflite"]
+    if others:
+        raise MnistEdgeError(
+            f"--inputs times .tflite models on their own inputs; got {', '.join(others)}."
+        )
+    return {
+        path: inputs_for(path, inputs, count=SAMPLE_IMAGES, seed=seed, data=data).values
+        for path in exports
+    }
+
+
+def _described(inputs: str | None, seed: int) -> str:
+    if inputs is None:
+        return f"MNIST test images 0..{SAMPLE_IMAGES - 1}, uint8 pixels"
+    return f"--inputs {inputs} (seed {seed}), fed raw"
 
 
 def _positive_ints(values, name: str) -> list[int]:
@@ -142,10 +173,14 @@ def bench(
     xnnpack: bool = True,
     ort_optimization: str = "all",
     roofline: bool = True,
+    inputs: str | None = None,
+    seed: int = 0,
 ) -> BenchReport:
     """Benchmark every export (or `models`) on its runtimes; write bench.json, .csv and .png.
 
-    An Ethos-U `target` (options.NPU_TARGETS) times nothing: see bench_npu.
+    An Ethos-U `target` (options.NPU_TARGETS) times nothing: see bench_npu. `inputs`
+    (inputs.model_inputs: mnist, random[:N], FILE.npy) times any .tflite model on its own
+    inputs, fed raw, instead of MNIST's pixels.
     """
     if target is not None:
         if target not in BENCH_TARGETS:
@@ -175,10 +210,13 @@ def bench(
     exports = resolve_exports(artifacts, models, also=_keras_models(artifacts, runtimes))
     selected = runtimes or (None if xnnpack else ["litert-ref", "onnxruntime", "keras"])
     # Every file is opened before any timing: one that will not load stops the run up front.
-    opened = {n: open_runners(exports, selected, n, ort_optimization) for n in thread_counts}
+    opened = {
+        n: open_runners(exports, selected, n, ort_optimization, any_shape=inputs is not None)
+        for n in thread_counts
+    }
     loaded = {n: runners for n, (runners, _) in opened.items()}
     unsupported = opened[thread_counts[0]][1]
-    images = ensure_test_split(data).x_test[:SAMPLE_IMAGES]  # uint8, as a camera or a file gives
+    samples = _samples(exports, data, inputs, seed)
     rooflines = {n: measure_roofline(n) for n in thread_counts} if roofline else {}
     costs: dict[Path, ModelCost] = {}
     rows: list[BenchRow] = []
@@ -204,7 +242,10 @@ def bench(
                     batch,
                     row_runs,
                 )
-                stats = time_runner(item.runner, images, row_runs, warmup, batch)
+                sample = samples[item.path]
+                stats = time_runner(
+                    item.runner, sample, row_runs, warmup, batch, inputs is not None
+                )
                 rows.append(_row(item, cost, rooflines.get(n), stats, batch, row_runs, warmup))
     rows = _with_keras_speedups(rows)
     chart = _chart(rows)
@@ -227,6 +268,7 @@ def bench(
             "ort_optimization": ort_optimization,
             "clock": "time.perf_counter_ns",
             "sample_images": SAMPLE_IMAGES,
+            "inputs": _described(inputs, seed),
             "max_runs": MAX_RUNS,
         },
         rooflines=list(rooflines.values()),

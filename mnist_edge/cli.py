@@ -398,6 +398,8 @@ def bench(
     roofline: Annotated[
         bool, typer.Option(help="Measure the matrix-multiply roofline (needs onnx, [train]).")
     ] = True,
+    inputs: InputsOption = None,
+    seed: SeedOption = options.DEFAULT_INPUTS_SEED,
     data: DataOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -408,7 +410,8 @@ def bench(
     bench.csv and bench.png. Examples: `mnist-edge bench`,
     `mnist-edge bench -r all --threads 1,2 --batch-sizes 1,64`, `mnist-edge bench --target mcu`,
     `mnist-edge bench --target ethos-u55-128` (vela's estimates, labelled so; default model:
-    the int8 export for a device)
+    the int8 export for a device), `mnist-edge bench -m kws.tflite -r codegen --inputs random`
+    (any .tflite, timed on its own inputs)
     """
     from mnist_edge.bench import bench as bench_exports
     from mnist_edge.render import bench_table
@@ -426,6 +429,8 @@ def bench(
         xnnpack=xnnpack,
         ort_optimization=OrtOptimization(ort_optimization).value,
         roofline=roofline,
+        inputs=inputs,
+        seed=seed,
     )
     emit(report, bench_table, as_json)
 

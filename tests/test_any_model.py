@@ -149,3 +149,19 @@ def test_verify_inputs_random_on_the_c_engine(exported, tmp_path):
     assert_exit(result, 0)
     (row,) = json.loads((tmp_path / "identity.json").read_text())["results"]
     assert row["agreement"]["bit_identical"] == row["agreement"]["images"] == 300
+
+
+def test_bench_times_any_model_on_its_own_inputs(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            *("bench", "-a", str(tmp_path), "-m", str(_model(KWS)), "-r", "tflm"),
+            *("--inputs", "random:4", "--runs", "3", "--warmup", "1", "--no-roofline"),
+        ],
+    )
+    assert_exit(result, 0)
+    record = json.loads((tmp_path / "bench.json").read_text())
+    (row,) = record["results"]
+    assert (row["artifact"], row["runtime"], row["batch_size"]) == (KWS.name, "tflm", 1)
+    assert row["macs"] == 2_656_768 and row["p50_us"] > 0
+    assert record["settings"]["inputs"] == "--inputs random:4 (seed 0), fed raw"

@@ -307,9 +307,13 @@ def model_kind(info: ModelInfo) -> str:
     input_dtype = tensors[info.inputs[0]].dtype
     if input_dtype in ("int8", "uint8", "int16"):
         return input_dtype
-    weights = {i for op in info.operators if op.op in WEIGHT_OPS for i in op.inputs[1:2]}
+    weighted = [op for op in info.operators if op.op in WEIGHT_OPS]
+    weights = {i for op in weighted for i in op.inputs[1:2]}
     if input_dtype == "float32" and any(tensors[i].dtype == "int8" for i in weights if i >= 0):
-        return "dynamic-range"
+        # Float input and output around int8 activations (QUANTIZE first, DEQUANTIZE last)
+        # is a full-integer model; float activations into int8 weights are dynamic-range.
+        hybrid = any(tensors[op.inputs[0]].dtype == "float32" for op in weighted)
+        return "dynamic-range" if hybrid else "int8"
     return input_dtype
 
 

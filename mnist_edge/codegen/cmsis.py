@@ -46,8 +46,6 @@ AVGPOOL_SOURCES = (
     "Source/PoolingFunctions/arm_avgpool_s8.c",
     "Source/PoolingFunctions/arm_avgpool_get_buffer_sizes_s8.c",
 )
-ADD_SOURCES = ("Source/BasicMathFunctions/arm_elementwise_add_s8.c",)
-MUL_SOURCES = ("Source/BasicMathFunctions/arm_elementwise_mul_s8.c",)
 
 
 def _align(n: int, to: int) -> int:

@@ -9,7 +9,6 @@ from mnist_edge.codegen import quant
 from mnist_edge.codegen.cmsis import depthwise_weights
 from mnist_edge.codegen.layers import (
     Conv2D,
-    Elementwise,
     FullyConnected,
     Layer,
     Pool2D,
@@ -63,12 +62,11 @@ def describe(layer: Layer) -> str:
     if isinstance(layer, FullyConnected):
         quantized = "per-channel" if per_channel(layer) else "per-tensor"
         return f"{layer.name}: FULLY_CONNECTED {shapes}, {layer.activation}, {quantized}"
-    if isinstance(layer, Elementwise):
+    if len(layer.inputs) > 1:
         shapes = " + ".join(t.dims() for t in layer.inputs) + f" -> {layer.output.dims()}"
-        return f"{layer.name}: {layer.op} {shapes}, {layer.activation}"
     if isinstance(layer, Softmax):
         return f"{layer.name}: SOFTMAX {shapes}, beta {layer.beta:g}"
-    return f"{layer.name}: {layer.op} {shapes}"
+    return f"{layer.name}: {getattr(layer, 'kind', layer.op)} {shapes}"
 
 
 def conv_constants(conv: Conv2D, scratch_bytes: int) -> str:
@@ -170,33 +168,6 @@ def fc_constants(fc: FullyConnected) -> str:
     return "".join(parts)
 
 
-def elementwise_constants(layer: Elementwise) -> str:
-    """An ADD's or MUL's arguments to arm_elementwise_add_s8 / _mul_s8, as #defines."""
-    pairs = [(t.scale, t.zero_point) for t in (*layer.inputs, layer.output)]
-    compute = quant.add_parameters if layer.op == "ADD" else quant.mul_parameters
-    params = compute(*pairs)
-    low, high = quant.activation_range(
-        layer.activation, layer.output.scale, layer.output.zero_point
-    )
-    params |= {"act_min": low, "act_max": high}
-    lines = [f"#define {layer.name.upper()}_{k.upper()} ({v})" for k, v in params.items()]
-    return f"/* {describe(layer)} */\n" + "\n".join(lines) + "\n"
-
-
-def elementwise_args(layer: Elementwise, sources: list[str], target: str) -> list[str]:
-    """arm_elementwise_add_s8's (or _mul_s8's) arguments, in order."""
-    p = layer.name.upper()
-    size = str(layer.output.size)
-    if layer.op == "ADD":
-        names = ["INPUT_1_OFFSET", "INPUT_1_MULT", "INPUT_1_SHIFT", "INPUT_2_OFFSET",
-                 "INPUT_2_MULT", "INPUT_2_SHIFT", "LEFT_SHIFT"]  # fmt: skip
-        tail = ["OUT_OFFSET", "OUT_MULT", "OUT_SHIFT", "ACT_MIN", "ACT_MAX"]
-        return [*sources, *(f"{p}_{n}" for n in names), target, *(f"{p}_{n}" for n in tail), size]
-    names = ["INPUT_1_OFFSET", "INPUT_2_OFFSET"]
-    tail = ["OUT_OFFSET", "OUT_MULT", "OUT_SHIFT", "ACT_MIN", "ACT_MAX"]
-    return [*sources, *(f"{p}_{n}" for n in names), target, *(f"{p}_{n}" for n in tail), size]
-
-
 def layer_constants(layer: Layer, scratch_bytes: int) -> str:
     """Everything a layer's call reads from flash ("" for a layer with none)."""
     if isinstance(layer, Conv2D):
@@ -205,6 +176,4 @@ def layer_constants(layer: Layer, scratch_bytes: int) -> str:
         return pool_constants(layer)
     if isinstance(layer, FullyConnected):
         return fc_constants(layer)
-    if isinstance(layer, Elementwise):
-        return elementwise_constants(layer)
     return ""

@@ -12,10 +12,9 @@ from __future__ import annotations
 import textwrap
 
 from mnist_edge import __version__
-from mnist_edge.codegen import cmsis, quant
+from mnist_edge.codegen import cmsis, quant, reference
 from mnist_edge.codegen.constants import (
     describe,
-    elementwise_args,
     layer_constants,
     per_channel,
 )
@@ -23,7 +22,6 @@ from mnist_edge.codegen.kernels import EDGE_SLICE, GENERAL_SOURCES, KERNELS_H, e
 from mnist_edge.codegen.layers import (
     AveragePool2D,
     Conv2D,
-    Elementwise,
     FullyConnected,
     Graph,
     MaxPool2D,
@@ -104,17 +102,13 @@ def cmsis_sources(graph: Graph, plan: MemoryPlan) -> tuple[str, ...]:
             found += FC_CHANNEL_SOURCES if per_channel(layer) else FC_TENSOR_SOURCES
         elif isinstance(layer, Softmax):
             found += SOFTMAX_SOURCES
-        elif isinstance(layer, Elementwise):
-            found += cmsis.ADD_SOURCES if layer.op == "ADD" else cmsis.MUL_SOURCES
         elif isinstance(layer, Reference):
-            found += _reference_module().CMSIS_SOURCES.get(layer.kind, ())
+            found += (
+                reference.CMSIS_SOURCES.get(layer.kind, ())
+                if layer.elementwise or layer.kind.startswith("PAD")
+                else ()
+            )
     return tuple(dict.fromkeys(found))
-
-
-def _reference_module():
-    from mnist_edge.codegen import reference
-
-    return reference
 
 
 def _slices_array(name: str, slices) -> str:
@@ -224,11 +218,8 @@ def _layer_stage(stage: LayerStage, k: int) -> tuple[str, set[str]]:
             f"&{n}_output_dims", dst,
         ]  # fmt: skip
         return head + _checked(kernel, args, k, 4), set()
-    if isinstance(layer, Elementwise):
-        kernel = "arm_elementwise_add_s8" if layer.op == "ADD" else "arm_elementwise_mul_s8"
-        return head + _checked(kernel, elementwise_args(layer, sources, dst), k, 4), set()
     if isinstance(layer, Reference):
-        return head + _reference_module().c_call(layer.params, sources, dst)[1], set()
+        return head + reference.c_call(layer.params, sources, dst, n)[1], set()
     assert isinstance(layer, Softmax)
     mult, shift, diff_min = quant.softmax_parameters(layer.beta, layer.input.scale)
     row = layer.input.shape[-1]
@@ -418,7 +409,9 @@ def _constants(graph: Graph, plan: MemoryPlan, used: set[str]) -> str:
     scratch = _scratch_bytes(plan)
     for layer in graph.layers:
         if isinstance(layer, Reference):
-            text = _reference_module().c_call(layer.params, ["NULL"], "NULL")[0]
+            text = reference.c_call(layer.params, ["NULL"] * len(layer.inputs), "NULL", layer.name)[
+                0
+            ]
             parts.append(f"/* {describe(layer)} */\n{text}" if text else "")
         else:
             parts.append(layer_constants(layer, scratch.get(layer.name, 0)))

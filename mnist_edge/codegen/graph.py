@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnist_edge.codegen import reference
 from mnist_edge.codegen.layers import (
     Activation,
-    Add,
     AveragePool2D,
     Conv2D,
     DepthwiseConv2D,
@@ -22,7 +22,6 @@ from mnist_edge.codegen.layers import (
     Graph,
     Layer,
     MaxPool2D,
-    Mul,
     Reference,
     Reshape,
     Softmax,
@@ -34,20 +33,12 @@ __all__ = ["Activation", "Conv2D", "FullyConnected", "Graph", "Layer", "MaxPool2
 # Those compiled with CMSIS-NN's kernels (or mnist-edge's own), then TFLM's reference ones.
 CMSIS_OPS = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D",
-    "ADD", "MUL", "SOFTMAX", "RESHAPE", "SQUEEZE",
+    "SOFTMAX", "RESHAPE", "SQUEEZE",
 )  # fmt: skip
 
 
-def _reference_ops() -> dict:
-    """TFLM's reference-code operators the engine compiles (reference.py), by name."""
-    try:
-        from mnist_edge.codegen import reference
-    except ImportError:
-        return {}
-    return reference.SUPPORTED
-
-
-REFERENCE_OPS = _reference_ops()
+# TFLM's reference-code operators (and ADD, MUL: CMSIS-NN's where shapes are equal), by name.
+REFERENCE_OPS = reference.SUPPORTED
 SUPPORTED_OPS = CMSIS_OPS + tuple(op for op in REFERENCE_OPS if op not in CMSIS_OPS)
 # The fused activations TFLM's int8 kernels turn into a clamp (TANH and SIGN_BIT are not).
 ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
@@ -291,29 +282,44 @@ def _depthwise(reader, op, index, sources, target, where) -> DepthwiseConv2D:
     return DepthwiseConv2D(**(fields | {"index": index}), weights=transposed, multiplier=multiplier)
 
 
-def _elementwise(reader, op, index, sources, target, where) -> Layer:
-    name = reader.op_name(op)
-    if len(sources) != 2:
-        raise reader.fail(where, f"it reads {len(sources)} activations (a constant operand)")
-    first, second = sources
-    if first.shape != second.shape or first.shape != target.shape:
-        if name in REFERENCE_OPS:  # broadcasting: TFLM's reference code, in every build
-            return _reference(reader, op, index, sources, target, where)
-        raise reader.fail(where, f"shapes {first.shape} and {second.shape} (broadcasting)")
-    options = reader.options(op, "AddOptions" if name == "ADD" else "MulOptions", where)
-    return (Add if name == "ADD" else Mul)(
-        index=index,
-        input=first,
-        output=target,
-        others=(second,),
-        activation=_fused(reader, options.FusedActivationFunction(), where),
-    )
+def _options(reader: _Reader, op, name: str, sources, where: str) -> dict:
+    """The keyword options reference.py's parameter functions take, read from the operator's
+    options table and its constant inputs."""
+    inputs = [int(i) for i in op.InputsAsNumpy()]
+    constants = [i for i in inputs if i >= 0 and i not in {t.index for t in sources}]
+    if name in ("ADD", "MUL", "CONCATENATION"):
+        table = {"ADD": "AddOptions", "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions"}
+        options = reader.options(op, table[name], where)
+        found = {"activation": _fused(reader, options.FusedActivationFunction(), where)}
+        return found | ({"axis": int(options.Axis())} if name == "CONCATENATION" else {})
+    if name == "MEAN":
+        options = reader.options(op, "ReducerOptions", where)
+        axes = reader.constant(constants[0], "int32", where).reshape(-1)
+        return {"axes": tuple(int(a) for a in axes), "keep_dims": bool(options.KeepDims())}
+    if name in ("PAD", "PADV2"):
+        dtype = reader.dtype(constants[0])
+        paddings = reader.constant(constants[0], dtype, where).reshape(-1, 2)
+        found = {"paddings": [tuple(int(v) for v in pair) for pair in paddings]}
+        if name == "PADV2" and len(constants) > 1:
+            value = int(reader.constant(constants[1], "int8", where).reshape(-1)[0])
+            scales, zeros, _ = reader.quantization(constants[1])
+            found["constant"] = (value, scales[0] if scales else 0.0, zeros[0] if zeros else 0)
+        return found
+    return {}
 
 
 def _reference(reader, op, index, sources, target, where) -> Reference:
-    """An operator TFLM runs with its reference code: reference.py computes its parameters."""
+    """An operator TFLM runs with its reference code (and ADD or MUL, whose same-shape case
+    reference.py hands to CMSIS-NN as TFLM does): reference.py computes its parameters."""
     name = reader.op_name(op)
-    params = REFERENCE_OPS[name](reader, op, sources, target, where)
+    if name in ("ADD", "MUL") and len(sources) != 2:
+        raise reader.fail(where, f"it reads {len(sources)} activations (a constant operand)")
+    try:
+        params = REFERENCE_OPS[name](
+            list(sources), target, **_options(reader, op, name, sources, where)
+        )
+    except ModelError as error:
+        raise reader.fail(where, str(error).rstrip(".")) from None
     return Reference(index=index, input=sources[0], output=target, others=sources[1:],
                      kind=name, params=params)  # fmt: skip
 
@@ -372,8 +378,6 @@ BUILDERS = {
     "SQUEEZE": _reshape,
     "FULLY_CONNECTED": _fully_connected,
     "SOFTMAX": _softmax,
-    "ADD": _elementwise,
-    "MUL": _elementwise,
 }
 
 

@@ -176,33 +176,20 @@ class Softmax(Layer):
 
 
 @dataclass(frozen=True, eq=False)
-class Elementwise(Layer):
-    """ADD or MUL of two int8 tensors of the same shape (CMSIS-NN's elementwise kernels)."""
-
-    activation: str
-
-
-@dataclass(frozen=True, eq=False)
-class Add(Elementwise):
-    op: ClassVar[str] = "ADD"
-    short: ClassVar[str] = "add"
-
-
-@dataclass(frozen=True, eq=False)
-class Mul(Elementwise):
-    op: ClassVar[str] = "MUL"
-    short: ClassVar[str] = "mul"
-
-
-@dataclass(frozen=True, eq=False)
 class Reference(Layer):
     """An operator TFLM runs with its own reference code in every build (MEAN, CONCATENATION,
-    LOGISTIC, QUANTIZE, ...): its parameters, computed as TFLM's Prepare does, and the C the
-    reference module (reference.py, templates/reference.h) writes for it."""
+        LOGISTIC, QUANTIZE, ...; and ADD and MUL, which TFLM hands to CMSIS-NN when their shapes are
+    equal): its parameters, computed as TFLM's Prepare does, and the C the
+        reference module (reference.py, templates/reference.h) writes for it."""
 
     short: ClassVar[str] = "ref"
     kind: str  # the TFLM operator name
     params: object
+
+    @property
+    def elementwise(self) -> bool:
+        """An ADD or MUL of equal shapes: CMSIS-NN's kernel, element by element."""
+        return self.kind in ("ADD", "MUL") and getattr(self.params, "broadcast", 1) is None
 
     @property
     def name(self) -> str:

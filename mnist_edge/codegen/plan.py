@@ -23,133 +23,32 @@ GreedyMemoryPlanner), and the planner asserts that no two buffers alive in the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from mnist_edge.codegen.cmsis import avgpool_scratch_bytes, conv_scratch_bytes
-from mnist_edge.codegen.kernels import edge_applies, edge_scratch_bytes
-from mnist_edge.codegen.layers import (
-    AveragePool2D,
-    Conv2D,
-    Elementwise,
-    Graph,
-    Layer,
-    MaxPool2D,
-    Reference,
-    Reshape,
+from mnist_edge.codegen.layers import Conv2D, Graph, MaxPool2D, Reference, Reshape
+from mnist_edge.codegen.stages import (
+    INPUT,
+    OUTPUT,
+    Feed,
+    FusedStage,
+    InPlaceStage,
+    LayerStage,
+    Slice,
+    Stage,
+    StreamStage,
+    copy_feeds,
+    fused_stage,
+    in_place_stage,
+    scratch_of,
+    slices_of,
+    streamed,
 )
+
+__all__ = ["INPUT", "OUTPUT", "Feed", "FusedStage", "InPlaceStage", "LayerStage", "Slice",
+           "StreamStage"]  # fmt: skip
 
 LEVELS = ("layers", "fused", "streamed")
 ALIGN = 4  # every buffer starts on a word: the scratch is int16, the arena itself 16-aligned
-INPUT, OUTPUT = "input", "output"  # the caller's buffers
-
-
-@dataclass(frozen=True)
-class Slice:
-    """One call of a convolution computed by rows: its input rows, output rows and padding.
-
-    `in_row` is the first input row read, relative to where the step's input starts (a whole
-    tensor, or a streaming window); `pool_pad` is the pool's padding above the slice's first
-    convolution row (fused only).
-    """
-
-    in_row: int
-    in_rows: int
-    conv_pad: int
-    conv_rows: int
-    pool_pad: int = 0
-
-
-@dataclass(frozen=True)
-class Feed:
-    """Before consumer slice i of a streamed pair: drop rows from the window's top, keep the
-    rest, then run producer slices first..first+count-1 to append the rows it lacks."""
-
-    drop: int
-    keep: int
-    first: int
-    count: int
-
-
-@dataclass(frozen=True, eq=False)
-class LayerStage:
-    """One layer, one kernel call on its whole tensors: one step."""
-
-    layer: Layer
-    sources: tuple[str, ...]  # the buffers of layer.inputs
-    target: str
-    scratch: str | None
-    kernel: str  # "cmsis", "edge" (kernels.h) or "reference" (reference.h)
-    scratch_bytes: int = 0
-
-    @property
-    def source(self) -> str:
-        return self.sources[0]
-
-    @property
-    def layers(self) -> tuple[Layer, ...]:
-        """The layers the stage computes, in order."""
-        return (self.layer,)
-
-
-@dataclass(frozen=True, eq=False)
-class FusedStage:
-    """A convolution by row slices, each slice max-pooled at once into one output row (or, with
-    no pool, each slice one output row of the convolution itself): one step."""
-
-    conv: Conv2D
-    pool: MaxPool2D | None
-    source: str
-    target: str
-    rows: str  # the row buffer the pool reads ("": none, the kernel pools as it goes)
-    scratch: str
-    slices: tuple[Slice, ...]
-    kernel: str  # "cmsis" or "edge"
-    scratch_bytes: int
-
-    @property
-    def layers(self) -> tuple[Layer, ...]:
-        return (self.conv,) if self.pool is None else (self.conv, self.pool)
-
-    @property
-    def output(self):
-        """The tensor the stage produces (the pool's, when there is one)."""
-        return (self.pool or self.conv).output
-
-
-@dataclass(frozen=True, eq=False)
-class StreamStage:
-    """A producer writing rows into a window that a consumer reads, interleaved in one loop:
-    two steps, the producer's and the consumer's."""
-
-    producer: FusedStage
-    consumer: FusedStage
-    window: str
-    window_rows: int
-    feeds: tuple[Feed, ...]
-
-    @property
-    def layers(self) -> tuple[Layer, ...]:
-        return self.producer.layers + self.consumer.layers
-
-
-@dataclass(frozen=True, eq=False)
-class InPlaceStage:
-    """A convolution whose output overwrites its input, by rows: before each slice, the input
-    rows it reads are copied into a window (feeds: copy rows first..first+count-1), so the rows
-    it overwrites have been saved: one step, and the input's buffer holds the output after."""
-
-    consumer: FusedStage  # reads the window, writes into `buffer`
-    buffer: str
-    window: str
-    window_rows: int
-    feeds: tuple[Feed, ...]
-
-    @property
-    def layers(self) -> tuple[Layer, ...]:
-        return self.consumer.layers
-
-
-Stage = LayerStage | FusedStage | StreamStage | InPlaceStage
 
 
 @dataclass(frozen=True)
@@ -196,30 +95,6 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def _slices(conv: Conv2D, pool: MaxPool2D | None) -> tuple[Slice, ...]:
-    """Every slice of a convolution computed by rows, in output order.
-
-    With a pool, slice r holds the convolution rows under pooled row r's window (clipped to
-    the tensor: the pool ignores padding); without, slice r is convolution row r alone.
-    """
-    in_h = conv.input.shape[1]
-    conv_h = conv.output.shape[1]
-    (kh, _), (sy, _), (dy, _), (pad_top, _) = conv.kernel, conv.stride, conv.dilation, conv.padding
-    slices = []
-    count = pool.output.shape[1] if pool else conv_h
-    for r in range(count):
-        if pool:
-            start = r * pool.stride[0] - pool.padding[0]
-            a, b = max(start, 0), min(start + pool.window[0], conv_h)
-        else:
-            start, a, b = r, r, r + 1
-        assert b > a, f"{conv.name}: slice {r} computes no row"
-        top = a * sy - pad_top  # the first input row the slice's first output row reads
-        lo, hi = max(top, 0), min((b - 1) * sy - pad_top + (kh - 1) * dy + 1, in_h)
-        slices.append(Slice(lo, hi - lo, lo - top, b - a, a - start))
-    return tuple(slices)
-
-
 def lower_bound(graph: Graph) -> int:
     """The least arena a one-call-per-layer engine needs: max over layers of inputs + output +
     scratch, counting neither the caller's input nor its output (they are not in the arena)."""
@@ -230,7 +105,7 @@ def lower_bound(graph: Graph) -> int:
             continue
         held = {names[t.index]: t.nbytes for t in (*layer.inputs, layer.output)}
         held = {k: v for k, v in held.items() if k not in (INPUT, OUTPUT)}
-        best = max(best, sum(held.values()) + _scratch(layer)[1])
+        best = max(best, sum(held.values()) + scratch_of(layer)[1])
     return best
 
 
@@ -246,7 +121,7 @@ def _output_chain(graph: Graph) -> set[int]:
 def _in_place_safe(conv: Conv2D) -> bool:
     """Whether a convolution can write its output over its own input, row by row, with its
     input rows copied into a window before they are overwritten (_copy_feeds)."""
-    return _copy_feeds(conv, _slices(conv, None)) is not None
+    return copy_feeds(conv, slices_of(conv, None)) is not None
 
 
 def _buffer_names(graph: Graph, in_place: bool) -> dict[int, str]:
@@ -275,7 +150,7 @@ def _buffer_names(graph: Graph, in_place: bool) -> dict[int, str]:
         if isinstance(layer, Reshape):
             name = names[layer.input.index]
         elif out.index not in chain:
-            if isinstance(layer, Elementwise):
+            if isinstance(layer, Reference) and layer.elementwise:
                 same = [
                     t for t in layer.inputs if t.nbytes == out.nbytes and dies_here(t, position)
                 ]
@@ -308,29 +183,6 @@ def _fuses_with_pool(graph: Graph, position: int) -> bool:
     )
 
 
-def _scratch(layer: Layer, pool: MaxPool2D | None = None, rows=None) -> tuple[str, int]:
-    """The kernel a layer (and its fused pool) runs on, and its scratch bytes."""
-    if isinstance(layer, Conv2D):
-        if edge_applies(layer, pool):
-            rows = rows or [layer.output.shape[1]]
-            return "edge", edge_scratch_bytes(layer, pool, rows)
-        return "cmsis", conv_scratch_bytes(layer)
-    if isinstance(layer, AveragePool2D):
-        return "cmsis", avgpool_scratch_bytes(layer)
-    if isinstance(layer, Reference):
-        return "reference", 0  # TFLM's reference kernels work in place of nothing
-    return "cmsis", 0
-
-
-def _fused(conv: Conv2D, pool: MaxPool2D | None, source: str, target: str) -> FusedStage:
-    slices = _slices(conv, pool)
-    kernel, scratch = _scratch(conv, pool, [s.conv_rows for s in slices])
-    rows = f"{conv.name}_rows" if pool is not None and kernel != "edge" else ""
-    return FusedStage(
-        conv, pool, source, target, rows, f"{conv.name}_scratch", slices, kernel, scratch
-    )
-
-
 def _stages(graph: Graph, level: str, names: dict[int, str]) -> list[Stage]:
     layers = [layer for layer in graph.layers if not isinstance(layer, Reshape)]
     stages: list[Stage] = []
@@ -341,21 +193,21 @@ def _stages(graph: Graph, level: str, names: dict[int, str]) -> list[Stage]:
         source, target = names[layer.input.index], names[layer.output.index]
         if level != "layers" and _fuses_with_pool(graph, position):
             pool = graph.layers[position + 1]
-            stages.append(_fused(layer, pool, source, names[pool.output.index]))
+            stages.append(fused_stage(layer, pool, source, names[pool.output.index]))
             i += 2
             continue
         if isinstance(layer, Conv2D) and source == target:
-            stages.append(_in_place_stage(_fused(layer, None, source, target)))
+            stages.append(in_place_stage(fused_stage(layer, None, source, target)))
             i += 1
             continue
-        kernel, scratch = _scratch(layer)
+        kernel, scratch = scratch_of(layer)
         sources = tuple(names[t.index] for t in layer.inputs)
         name = f"{layer.name}_scratch" if scratch else None
         stages.append(LayerStage(layer, sources, target, name, kernel, scratch))
         i += 1
     if level != "streamed":
         return stages
-    return _streamed(stages, _buffer_readers(graph, names))
+    return streamed(stages, _buffer_readers(graph, names))
 
 
 def _buffer_readers(graph: Graph, names: dict[int, str]) -> dict[str, set[str]]:
@@ -366,99 +218,6 @@ def _buffer_readers(graph: Graph, names: dict[int, str]) -> dict[str, set[str]]:
             for tensor in layer.inputs:
                 readers.setdefault(names[tensor.index], set()).add(layer.name)
     return readers
-
-
-def _as_fused(stage: Stage) -> FusedStage | None:
-    """A convolution stage in its by-rows form, or None if it is not a convolution."""
-    if isinstance(stage, FusedStage):
-        return stage
-    if isinstance(stage, LayerStage) and isinstance(stage.layer, Conv2D):
-        return _fused(stage.layer, None, stage.source, stage.target)
-    return None
-
-
-def _streamed(stages: list[Stage], readers: dict[str, set[str]]) -> list[Stage]:
-    """Pair each convolution stage whose output only feeds the next convolution into a
-    stream."""
-    result: list[Stage] = []
-    i = 0
-    while i < len(stages):
-        producer = _as_fused(stages[i])
-        consumer = _as_fused(stages[i + 1]) if i + 1 < len(stages) else None
-        if (
-            producer is None
-            or consumer is None
-            or producer.target in (INPUT, OUTPUT)
-            or consumer.source != producer.target
-            or readers.get(producer.target) != {consumer.conv.name}
-        ):
-            result.append(stages[i])
-            i += 1
-            continue
-        result.append(_stream(producer, consumer))
-        i += 2
-    return result
-
-
-def _window_feeds(consumer: FusedStage) -> tuple[list[Feed], list[Slice], int]:
-    """The feeding schedule of a window of producer rows that a consumer's slices read in
-    turn: the feeds, the consumer's slices relative to the window, the window's rows."""
-    needed = [(s.in_row, s.in_row + s.in_rows) for s in consumer.slices]
-    window_rows = max(hi - lo for lo, hi in needed)
-    feeds, slices = [], []
-    have_lo = have_hi = 0  # the producer rows the window holds: [have_lo, have_hi)
-    for (lo, hi), piece in zip(needed, consumer.slices, strict=True):
-        assert lo >= have_lo and hi >= have_hi, "a consumer slice went back up the tensor"
-        keep_from = min(lo, have_hi)
-        first = max(have_hi, lo)
-        feeds.append(Feed(keep_from - have_lo, have_hi - keep_from, first, hi - first))
-        have_lo, have_hi = lo, hi
-        slices.append(Slice(0, piece.in_rows, piece.conv_pad, piece.conv_rows, piece.pool_pad))
-    return feeds, slices, window_rows
-
-
-def _copy_feeds(conv: Conv2D, slices: tuple[Slice, ...]):
-    """The feeds of an in-place convolution, or None if some slice would write over input
-    rows not yet copied into the window: slice i writes output row i, which must lie within
-    the input rows already copied (or every row has been)."""
-    if conv.input.dtype != "int8":
-        return None
-    probe = FusedStage(conv, None, "", "", "", "", slices, "", 0)
-    feeds, _, _ = _window_feeds(probe)
-    in_row, out_row = _row_bytes(conv.input), _row_bytes(conv.output)
-    last_needed = max(s.in_row + s.in_rows for s in slices)
-    copied = 0
-    for i, feed in enumerate(feeds):
-        copied = max(copied, feed.first + feed.count)
-        if copied < last_needed and (i + 1) * out_row > copied * in_row:
-            return None
-    return feeds
-
-
-def _in_place_stage(fused: FusedStage) -> InPlaceStage:
-    """A convolution writing over its input: each input row is copied into a window just
-    before the slice that overwrites it, and read from there."""
-    feeds, slices, window_rows = _window_feeds(fused)
-    assert _copy_feeds(fused.conv, fused.slices) is not None, "unsafe in-place convolution"
-    window = f"{fused.conv.name}_window"
-    consumer = replace(fused, source=window, slices=tuple(slices))
-    return InPlaceStage(consumer, fused.source, window, window_rows, tuple(feeds))
-
-
-def _stream(producer: FusedStage, consumer: FusedStage) -> StreamStage:
-    """The window and the feeding schedule of a producer streamed into a consumer."""
-    window = f"{producer.target.removesuffix('_out')}_window"
-    feeds, slices, window_rows = _window_feeds(consumer)
-    # Producer slices are independent (each reads the producer's whole input), so rows no
-    # consumer slice needs (a stride taller than the window) are simply never produced.
-    assert all(f.keep + f.count == n.in_rows for f, n in zip(feeds, slices, strict=True))
-    return StreamStage(
-        replace(producer, target=window),
-        replace(consumer, source=window, slices=tuple(slices)),
-        window,
-        window_rows,
-        tuple(feeds),
-    )
 
 
 @dataclass

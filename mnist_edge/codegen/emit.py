@@ -321,7 +321,8 @@ def _in_place_stage(stage: InPlaceStage, k: int) -> str:
     slide = [window, f"{window} + feed->drop * {row}", f"(size_t)feed->keep * {row}"]
     copy = [f"{window} + feed->keep * {row}", f"{buffer} + feed->first * {row}",
             f"(size_t)feed->count * {row}"]  # fmt: skip
-    consume = _slice_args(c, "i", window, f"{buffer} + i * {_out_row(c)}")
+    step = c.slices[0].conv_rows * _out_row(c)  # every slice but the last is as tall
+    consume = _slice_args(c, "i", window, f"{buffer} + i * {step}")
     return (
         head
         + f"    for (i = 0; i < {len(stage.feeds)}; ++i) {{\n"

@@ -56,8 +56,8 @@ def edge_applies(conv: Conv2D, pool: MaxPool2D | None) -> bool:
     if conv.depthwise or (kh * kw == 1 and pool is None):
         return False
     channels = conv.input.shape[3]
-    if channels == 1:
-        fits = kh * kw <= MAX_TAPS
+    if channels == 1:  # its win is pooling as it goes; alone, CMSIS-NN's kernel is as quick
+        fits = kh * kw <= MAX_TAPS and pool is not None
     else:
         fits = channels % 4 == 0 and (pool is None or pool.window[0] * pool.window[1] <= BLOCK)
     return fits and requantization_is_monotonic(conv)

@@ -38,6 +38,7 @@ from mnist_edge.codegen.stages import (
     StreamStage,
     copy_feeds,
     fused_stage,
+    in_place_rows,
     in_place_stage,
     scratch_of,
     slices_of,
@@ -121,7 +122,7 @@ def _output_chain(graph: Graph) -> set[int]:
 def _in_place_safe(conv: Conv2D) -> bool:
     """Whether a convolution can write its output over its own input, row by row, with its
     input rows copied into a window before they are overwritten (_copy_feeds)."""
-    return copy_feeds(conv, slices_of(conv, None)) is not None
+    return copy_feeds(conv, slices_of(conv, None, in_place_rows(conv))) is not None
 
 
 def _buffer_names(graph: Graph, in_place: bool) -> dict[int, str]:
@@ -183,7 +184,9 @@ def _fuses_with_pool(graph: Graph, position: int) -> bool:
     )
 
 
-def _stages(graph: Graph, level: str, names: dict[int, str]) -> list[Stage]:
+def _stages(
+    graph: Graph, level: str, names: dict[int, str], rows: dict[str, int] | None = None
+) -> list[Stage]:
     layers = [layer for layer in graph.layers if not isinstance(layer, Reshape)]
     stages: list[Stage] = []
     i = 0
@@ -197,7 +200,8 @@ def _stages(graph: Graph, level: str, names: dict[int, str]) -> list[Stage]:
             i += 2
             continue
         if isinstance(layer, Conv2D) and source == target:
-            stages.append(in_place_stage(fused_stage(layer, None, source, target)))
+            tall = (rows or {}).get(layer.name, in_place_rows(layer))
+            stages.append(in_place_stage(fused_stage(layer, None, source, target, tall)))
             i += 1
             continue
         kernel, scratch = scratch_of(layer)
@@ -368,9 +372,9 @@ def fused_stages(plan: MemoryPlan) -> list[FusedStage]:
     return found
 
 
-def _plan(graph: Graph, level: str, in_place: bool) -> MemoryPlan:
+def _plan(graph: Graph, level: str, in_place: bool, rows=None) -> MemoryPlan:
     names = _buffer_names(graph, in_place)
-    stages = _stages(graph, level, names)
+    stages = _stages(graph, level, names, rows)
     t = _walk(stages)
     offsets = _place(t)
     rows = tuple(
@@ -398,6 +402,25 @@ def plan_memory(graph: Graph, level: str = "streamed") -> MemoryPlan:
         raise ValueError(f"unknown plan level {level!r}: expected one of {', '.join(LEVELS)}")
     plan = _plan(graph, level, in_place=False)
     if level != "layers":
-        other = _plan(graph, level, in_place=True)
+        other = _taller_slices(graph, level, _plan(graph, level, in_place=True))
         plan = other if other.peak_bytes < plan.peak_bytes else plan
+    return plan
+
+
+def _taller_slices(graph: Graph, level: str, plan: MemoryPlan) -> MemoryPlan:
+    """The in-place plan with each in-place convolution's slices made as tall as the arena
+    allows without growing (fewer, larger kernel calls run faster): the tallest of whole,
+    half, quarter ... that keeps the peak."""
+    rows: dict[str, int] = {}
+    for stage in [s for s in plan.stages if isinstance(s, InPlaceStage)]:
+        conv = stage.consumer.conv
+        height, least = conv.output.shape[1], stage.consumer.slices[0].conv_rows
+        tall = height
+        while tall > least:
+            if copy_feeds(conv, slices_of(conv, None, tall)) is not None:
+                trial = _plan(graph, level, True, rows | {conv.name: tall})
+                if trial.peak_bytes <= plan.peak_bytes:
+                    plan, rows = trial, rows | {conv.name: tall}
+                    break
+            tall = -(-tall // 2)
     return plan

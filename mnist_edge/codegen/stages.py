@@ -132,23 +132,25 @@ class InPlaceStage:
 Stage = LayerStage | FusedStage | StreamStage | InPlaceStage
 
 
-def slices_of(conv: Conv2D, pool: MaxPool2D | None) -> tuple[Slice, ...]:
+def slices_of(conv: Conv2D, pool: MaxPool2D | None, rows: int = 1) -> tuple[Slice, ...]:
     """Every slice of a convolution computed by rows, in output order.
 
     With a pool, slice r holds the convolution rows under pooled row r's window (clipped to
-    the tensor: the pool ignores padding); without, slice r is convolution row r alone.
+    the tensor: the pool ignores padding); without, slice r is convolution rows r * rows ..
+    r * rows + rows - 1 (the last slice may hold fewer).
     """
     in_h = conv.input.shape[1]
     conv_h = conv.output.shape[1]
     (kh, _), (sy, _), (dy, _), (pad_top, _) = conv.kernel, conv.stride, conv.dilation, conv.padding
     slices = []
-    count = pool.output.shape[1] if pool else conv_h
+    count = pool.output.shape[1] if pool else -(-conv_h // rows)
     for r in range(count):
         if pool:
             start = r * pool.stride[0] - pool.padding[0]
             a, b = max(start, 0), min(start + pool.window[0], conv_h)
         else:
-            start, a, b = r, r, r + 1
+            start = a = r * rows
+            b = min(a + rows, conv_h)
         assert b > a, f"{conv.name}: slice {r} computes no row"
         top = a * sy - pad_top  # the first input row the slice's first output row reads
         lo, hi = max(top, 0), min((b - 1) * sy - pad_top + (kh - 1) * dy + 1, in_h)
@@ -170,13 +172,28 @@ def scratch_of(layer: Layer, pool: MaxPool2D | None = None, rows=None) -> tuple[
     return "cmsis", 0
 
 
-def fused_stage(conv: Conv2D, pool: MaxPool2D | None, source: str, target: str) -> FusedStage:
-    slices = slices_of(conv, pool)
+def fused_stage(
+    conv: Conv2D, pool: MaxPool2D | None, source: str, target: str, rows: int = 1
+) -> FusedStage:
+    slices = slices_of(conv, pool, rows)
     kernel, scratch = scratch_of(conv, pool, [s.conv_rows for s in slices])
-    rows = f"{conv.name}_rows" if pool is not None and kernel != "edge" else ""
+    buffer = f"{conv.name}_rows" if pool is not None and kernel != "edge" else ""
     return FusedStage(
-        conv, pool, source, target, rows, f"{conv.name}_scratch", slices, kernel, scratch
+        conv, pool, source, target, buffer, f"{conv.name}_scratch", slices, kernel, scratch
     )
+
+
+def in_place_rows(conv: Conv2D) -> int:
+    """Output rows per slice of an in-place convolution: one, but for a 1×1 convolution enough
+    rows for 16 pixels a call, in fours (CMSIS-NN's 1×1 kernel multiplies four pixels at once;
+    a call of one short row runs mostly its leftover path)."""
+    if conv.kernel != (1, 1) or conv.stride != (1, 1):
+        return 1
+    width = conv.output.shape[2]
+    rows = max(1, -(-16 // width))
+    while (rows * width) % 4 and rows < 4:
+        rows += 1
+    return min(rows, conv.output.shape[1])
 
 
 def _as_fused(stage: Stage) -> FusedStage | None:
@@ -230,18 +247,19 @@ def _window_feeds(consumer: FusedStage) -> tuple[list[Feed], list[Slice], int]:
 
 def copy_feeds(conv: Conv2D, slices: tuple[Slice, ...]):
     """The feeds of an in-place convolution, or None if some slice would write over input
-    rows not yet copied into the window: slice i writes output row i, which must lie within
-    the input rows already copied (or every row has been)."""
+    rows not yet copied into the window: what slices 0..i write must lie within the input
+    rows already copied (or every row has been)."""
     if conv.input.dtype != "int8":
         return None
     probe = FusedStage(conv, None, "", "", "", "", slices, "", 0)
     feeds, _, _ = _window_feeds(probe)
     in_row, out_row = _row_bytes(conv.input), _row_bytes(conv.output)
     last_needed = max(s.in_row + s.in_rows for s in slices)
-    copied = 0
-    for i, feed in enumerate(feeds):
+    copied = written = 0
+    for piece, feed in zip(slices, feeds, strict=True):
         copied = max(copied, feed.first + feed.count)
-        if copied < last_needed and (i + 1) * out_row > copied * in_row:
+        written += piece.conv_rows
+        if copied < last_needed and written * out_row > copied * in_row:
             return None
     return feeds
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARTIFACTS ?= artifacts
-EXTRAS ?= train,micro,report,npu,dev
+EXTRAS ?= train,micro,report,npu,search,dev
 
 .PHONY: setup demo test check prove lint clean docs
 

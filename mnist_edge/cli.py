@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from mnist_edge import __version__, cli_device, options
+from mnist_edge import __version__, cli_device, cli_search, options
 from mnist_edge.artifacts import INT8_TFLITE
 from mnist_edge.cli_options import (
     DEFAULT_ARTIFACTS,
@@ -456,6 +456,7 @@ def report(
 # The device commands live in their own module; registered here, after the pipeline's.
 app.command()(cli_device.bundle)
 app.command()(cli_device.firmware)
+app.command()(cli_search.search)
 
 
 def main() -> None:

@@ -167,3 +167,33 @@ def layer_chart(rows: dict[str, list[tuple[str, int]]]) -> bytes:
     png = _png(fig)
     plt.close(fig)
     return png
+
+
+def search_chart(
+    trials: list[tuple[int, float, bool]],
+    front: list[tuple[int, float]],
+    max_flash: int | None,
+    min_accuracy: float | None,
+) -> bytes:
+    """A search's trials as accuracy against engine flash (feasible filled, infeasible hollow),
+    its feasible Pareto front as a step line, and the budgets as dashed lines."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for feasible, style in ((True, {"color": "C0"}), (False, {"facecolors": "none"})):
+        chosen = [(f, a) for f, a, ok in trials if ok is feasible]
+        if chosen:
+            flash, accuracy = zip(*chosen, strict=True)
+            label = "feasible" if feasible else "infeasible"
+            ax.scatter(flash, [100 * a for a in accuracy], label=label, edgecolors="C0", **style)
+    if front:
+        flash, accuracy = zip(*sorted(front), strict=True)
+        ax.step(flash, [100 * a for a in accuracy], where="post", color="C1", label="front")
+    if max_flash:
+        ax.axvline(max_flash, color="C3", linestyle="--", label="flash budget")
+    if min_accuracy:
+        ax.axhline(100 * min_accuracy, color="C3", linestyle=":", label="accuracy floor")
+    ax.set_xlabel("engine flash (code + constants), bytes")
+    ax.set_ylabel("int8 accuracy, held-out images (%)")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _png(fig)

@@ -322,6 +322,33 @@ def _layer_chart(record) -> str:
     )
 
 
+def _search_section(folder: Path) -> str:
+    """The last search from this folder (search.json): its front and a scatter chart."""
+    from html import escape
+
+    from mnist_edge import charts
+    from mnist_edge.search import load_result
+
+    result = load_result(folder)
+    if result is None:
+        return ""
+    b = result.settings.budgets
+    points = [(t.flash_bytes or t.tflite_bytes, t.accuracy, t.feasible) for t in result.trials]
+    front = [(t.flash_bytes, t.accuracy) for t in result.front]
+    rows = [
+        [t.number, f"{t.accuracy:.4f}", f"{t.test_accuracy:.4f}", f"{t.flash_bytes:,}",
+         f"{t.ram_bytes:,}", f"{t.instructions or 0:,}", f"{t.params:,}", t.architecture]
+        for t in result.front
+    ]  # fmt: skip
+    header = ["trial", "accuracy", "test", "flash B", "RAM B", "instructions", "params", "arch"]
+    return (
+        f"<p>Study {escape(result.study)} on {escape(result.settings.board)}: "
+        f"{result.complete} complete trials, {result.feasible} feasible.</p>"
+        + _html_table(header, rows)
+        + _img(charts.search_chart(points, front, b.max_flash, b.min_accuracy), "search")
+    )
+
+
 SECTIONS = {
     "train": _training_section,
     "export": _exports_section,
@@ -381,6 +408,10 @@ def build_report(artifacts, data: Path | None = None) -> ReportPage:
     if firmware:
         sections.append("Firmware")
         parts.append(f"<h2>Firmware</h2>{firmware}")
+    searched = _search_section(folder)
+    if searched:
+        sections.append("Search")
+        parts.append(f"<h2>Search</h2>{searched}")
     if missing:
         parts.append(f"<p class='note'>Not in this folder: {escape(', '.join(missing))}.</p>")
     page = (

@@ -164,6 +164,12 @@ def test_search_continues_and_its_pick_flows_through_the_pipeline(tmp_path):
     assert (Path(record["folder"]) / "trial.json").is_file()  # every trial keeps its record
     measured = figures_from_pipeline(artifacts / "picked")
     assert measured == {key: record[key] for key in measured}
+    # The report of a folder that holds a search shows its front and scatter chart.
+    shutil.copy(artifacts / "search.json", artifacts / "picked")
+    assert_exit(invoke("report", "--artifacts", artifacts / "picked", "--json"), 0)
+    page = (artifacts / "picked" / "report.html").read_text()
+    search = page[page.index("<h2>Search</h2>") :]
+    assert f"<td>{record['architecture']}</td>" in search and "<img" in search
 
 
 @needs_sources

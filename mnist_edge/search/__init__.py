@@ -14,6 +14,7 @@ first stopped; any SQLAlchemy URL Optuna takes (PostgreSQL) for workers on many 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -45,6 +46,19 @@ FIRMWARE_IMAGES = 20  # firmware's default: its figures there equal the trial's
 def default_storage(artifacts: Path) -> str:
     """SQLite in the artifacts folder: one file holds every study searched from it."""
     return f"sqlite:///{(Path(artifacts) / SEARCH_DIR / STUDIES_DB).resolve()}"
+
+
+def load_result(artifacts: Path) -> SearchResult | None:
+    """The search.json of an artifacts folder, or None where there is none."""
+    from mnist_edge.records import RecordError, from_dict
+
+    path = Path(artifacts) / SEARCH_JSON
+    if not path.is_file():
+        return None
+    try:
+        return from_dict(SearchResult, json.loads(path.read_text()))
+    except (OSError, ValueError, RecordError, TypeError) as exc:
+        raise MnistEdgeError(f"{path}: not a search record ({exc}); run search again.") from None
 
 
 def _check(board: str, budgets: Budgets, trials: int, heartbeat: float, limits: dict) -> None:

@@ -94,6 +94,14 @@ def settings_from(payload: dict) -> SearchSettings:
     return SearchSettings(**{**payload, "budgets": Budgets(**payload["budgets"])})
 
 
+def _lost_schema_race(exc: Exception) -> bool:
+    """Whether the database refused a statement another worker's concurrent creation of the same
+    tables or types got in first with (a unique violation, "already exists"), not a connection."""
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
+    return isinstance(exc, DatabaseError) and not isinstance(exc, OperationalError)
+
+
 def open_study(url: str, name: str, settings: SearchSettings | None, heartbeat: float):
     """The study `name` in the storage, created with these settings where absent. `settings`
     None only opens an existing one. A study made with other settings is refused: its trials'
@@ -125,7 +133,7 @@ def open_study(url: str, name: str, settings: SearchSettings | None, heartbeat: 
                 "takes the [search] extra's driver: postgresql+psycopg2://...)."
             ) from None
         except Exception as exc:  # SQLAlchemy's many errors: unreachable, refused, bad URL
-            if attempt == OPEN_ATTEMPTS:
+            if attempt == OPEN_ATTEMPTS or not _lost_schema_race(exc):
                 raise MnistEdgeError(
                     f"Cannot open the study storage {shown}: {first_line(exc)}"
                 ) from None

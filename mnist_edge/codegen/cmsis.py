@@ -41,6 +41,9 @@ DEPTHWISE_SOURCES = (
     "Source/NNSupportFunctions/arm_nn_depthwise_conv_nt_t_padded_s8.c",
     "Source/NNSupportFunctions/arm_nn_depthwise_conv_nt_t_s8.c",
     "Source/ConvolutionFunctions/arm_nn_depthwise_conv_s8_core.c",
+    # Helium runs a one-input-channel depthwise convolution as a convolution of its filter
+    # transposed.
+    "Source/TransposeFunctions/arm_transpose_s8.c",
 ) + CONV_SOURCES
 AVGPOOL_SOURCES = (
     "Source/PoolingFunctions/arm_avgpool_s8.c",

@@ -154,6 +154,28 @@ def _run(command: list[str], cwd: Path) -> None:
         raise MnistEdgeError(f"Building the C engine failed: {detail}")
 
 
+def _compile(command: list[str], staging: Path, version: str) -> None:
+    """Run one compile command; a CMSIS-NN file's object comes from the object cache when the
+    same command (compiler, flags, pinned tree, file) built it before: models share them."""
+    if not Path(command[-1]).name.startswith("cmsis_"):
+        _run(command, staging)
+        return
+    from mnist_edge.sources import SOURCE_BY_NAME
+
+    digest = hashlib.sha256(version.encode())
+    digest.update(SOURCE_BY_NAME["CMSIS-NN"].tree_hash.encode())
+    digest.update(" ".join(command[:-1]).encode())
+    cached = cache_dir() / "codegen" / "objects" / f"{digest.hexdigest()[:24]}.o"
+    if not cached.is_file():
+        _run(command, staging)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        temporary = cached.with_suffix(f".{os.getpid()}.tmp")
+        shutil.copyfile(staging / command[-1], temporary)
+        os.replace(temporary, cached)  # whole or not at all, for a concurrent reader
+        return
+    shutil.copyfile(cached, staging / command[-1])
+
+
 def _flags(source: str, ours: bool, sanitize: bool, prefix: str) -> tuple[str, ...]:
     """The compiler flags of one source file: ours strict, CMSIS-NN's its own."""
     flags = (*(ENGINE_FLAGS if ours else CMSIS_FLAGS), *COMMON_FLAGS)
@@ -211,8 +233,9 @@ def build(
     try:
         for name, data in files.items():
             (staging / name).write_bytes(data)
+        version = compiler_version(compiler)
         for command in commands:
-            _run(command, staging)
+            _compile(command, staging, version)
         objects = [c[-1] for c in commands]
         _run([compiler, *link_flags, *objects, "-o", target, "-lm"], staging)
         for obj in objects:

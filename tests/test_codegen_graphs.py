@@ -85,8 +85,10 @@ def random_graph(seed: int) -> bytes:
     size, channels = int(rng.integers(8, 17)), int(rng.choice([1, 3, 4, 8]))
     x_in = keras.Input((size, size + int(rng.integers(0, 4)), channels), batch_size=1)
     kernel = int(rng.choice([1, 3, 5]))
-    x = layers.Conv2D(8, kernel, strides=int(rng.integers(1, 3)), padding=str(rng.choice(
-        ["same", "valid"])), activation=str(rng.choice(["relu", "relu6", "linear"])))(x_in)  # fmt: skip
+    padding = str(rng.choice(["same", "valid"]))
+    activation = str(rng.choice(["relu", "relu6", "linear"]))
+    stride = int(rng.integers(1, 3))
+    x = layers.Conv2D(8, kernel, strides=stride, padding=padding, activation=activation)(x_in)
     branch = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=int(rng.integers(1, 3)))(x)
     branch = layers.Conv2D(8, 1, activation="relu")(branch)
     x = layers.Add()([x, branch])  # a residual
@@ -246,8 +248,8 @@ def test_an_unsupported_operator_is_one_line_and_exit_2(tmp_path):
     converter.inference_input_type = converter.inference_output_type = tf.int8
     path = tmp_path / "tanh.tflite"
     path.write_bytes(converter.convert())
-    command = [sys.executable, "-m", "mnist_edge", "verify", "-r", "codegen",
-               "--model", str(path), "--inputs", "random:2", "--artifacts", str(tmp_path)]  # fmt: skip
+    command = [sys.executable, "-m", "mnist_edge", "verify", "-r", "codegen", "--model",
+               str(path), "--inputs", "random:2", "--artifacts", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]

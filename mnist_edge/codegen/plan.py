@@ -286,7 +286,8 @@ def _walk(stages: list[Stage]) -> _Timeline:
         else:
             sources = tuple(zip(stage.sources, stage.layer.inputs, strict=True))
             if stage.scratch:
-                what = f"{stage.layer.name} scratch"
+                kind = "columns" if stage.kernel == "edge" else "scratch"
+                what = f"{stage.layer.name} {kind}"
                 t.use(stage.scratch, stage.scratch_bytes, what, k, k)
         t.steps.append(label)
         first, last = stage.layers[0], stage.layers[-1]

@@ -338,7 +338,8 @@ def main() -> None:
     names = [n.strip().upper() for n in args.models.split(",")]
     cpus = [c.strip() for c in args.cpus.split(",")]
     host, rows, refused, results, macs = {}, [], [], [], {}
-    started = time.perf_counter()
+    started, state = time.perf_counter(), source_state()
+    print(f"mnist-edge at {state['commit'][:12]}, package modified: {state['package_modified']}")
     with tempfile.TemporaryDirectory(prefix="mlperf-tiny-") as scratch:
         for name in names:
             path = args.models_dir / MODELS[name]
@@ -369,10 +370,27 @@ def main() -> None:
     verdict = goals(rows, ratios, host, refused)
     layers = layers_side_by_side(results, "cortex-m4")
     print_tables(rows, ratios, refused, host, verdict, layers, args.inputs_count)
-    write(args, names, macs, host, rows, refused, ratios, verdict, layers, results, started)
+    write(args, names, macs, host, rows, refused, ratios, verdict, layers, results, started, state)
 
 
-def write(args, names, macs, host, rows, refused, ratios, verdict, layers, results, started):
+def source_state() -> dict:
+    """The commit the engines came from, and whether the package differed from it: the C
+    engine changes often, and its figures belong to one state of it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*argv: str) -> str:
+        run = subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True)
+        return run.stdout.strip() if run.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "package_modified": bool(git("status", "--porcelain", "--", "mnist_edge")),
+    }
+
+
+def write(args, names, macs, host, rows, refused, ratios, verdict, layers, results, started, state):
     """The JSON: the setup, every figure the tables show, and each firmware result whole."""
     from mnist_edge import __version__
     from mnist_edge.files import sha256_file
@@ -382,6 +400,7 @@ def write(args, names, macs, host, rows, refused, ratios, verdict, layers, resul
         "mnist_edge": __version__,
         "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
         "seconds": round(time.perf_counter() - started),
+        "source": state,
         "settings": {
             "inputs_on_target": f"random:{args.inputs_count} (seed {SEED})",
             "inputs_on_host": f"random:{args.host_count} (seed {SEED})",

@@ -5,7 +5,7 @@ Cortex-M55 (Helium), each against CMSIS-NN built for the same CPU.
 
 Each random layer goes through the generator's own decisions: whether it calls the kernel at
 all (kernels.edge_applies, with its check that requantization is monotonic), how it slices
-the layer into calls (plan._slices: the convolution rows under each pooled row, whatever the
+the layer into calls (stages.slices_of: the convolution rows under each pooled row, whatever the
 pool's height, stride and padding; one row; or the whole layer), and the scratch it gives
 each call (kernels.edge_scratch_bytes). The C side (tests/kernels/kernel_cases.c) makes
 those calls and checks each one: the bytes where the generator calls the kernel, the refusal
@@ -171,7 +171,7 @@ def random_case(rng: np.random.Generator) -> Case | None:
         edge_scratch_bytes,
         requantization_is_monotonic,
     )
-    from mnist_edge.codegen.plan import Slice, _slices
+    from mnist_edge.codegen.stages import Slice, slices_of
 
     layer = random_layer(rng)
     if layer is None:
@@ -179,7 +179,7 @@ def random_case(rng: np.random.Generator) -> Case | None:
     conv, pool, whole = layer
     (_, in_h, in_w, cin), (_, conv_h, conv_w, cout) = conv.input.shape, conv.output.shape
     kh, kw = conv.kernel
-    calls = (Slice(0, in_h, conv.padding[0], conv_h),) if whole else _slices(conv, pool)
+    calls = (Slice(0, in_h, conv.padding[0], conv_h),) if whole else slices_of(conv, pool)
     accepted = [takes(conv, pool, call.conv_rows) for call in calls]
     generated = edge_applies(conv, pool)
     # The generator never calls the kernel with a shape the kernel refuses.
@@ -225,7 +225,8 @@ def run(command: list[str], folder: Path, timeout: float = 300) -> subprocess.Co
 def build(compiler: str, flags: list[str], link: list[str], own: list[Path], folder: Path) -> Path:
     """kernel_cases: kernels.h from its template, CMSIS-NN's sources it needs (with their
     flags), ours (STRICT); `flags` for all of them."""
-    from mnist_edge.codegen.emit import CONV_SOURCES, POOL_SOURCES, template
+    from mnist_edge.codegen.cmsis import CONV_SOURCES
+    from mnist_edge.codegen.emit import POOL_SOURCES, template
     from mnist_edge.codegen.host import cmsis_root
     from mnist_edge.codegen.kernels import GENERAL_SOURCES
 
@@ -279,7 +280,8 @@ def test_own_kernel_matches_cmsis_nn_on_random_layers(cases, plain):
     # generator's check is what keeps pooling before requantizing exact.
     assert result.matched > 3000 and result.refused > 1000 and result.unsafe > 1000
     assert result.differ > 20
-    assert sum(case.generated for case in cases[0]) > 1000
+    # (Fewer since one-channel and 1x1 layers without a pool went to CMSIS-NN's kernels.)
+    assert sum(case.generated for case in cases[0]) > 700
     assert sum(not case.monotonic for case in cases[0]) > 400
     assert sum(case.uneven for case in cases[0]) > 600
 

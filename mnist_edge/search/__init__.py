@@ -177,7 +177,10 @@ def describe_figures(record: TrialRecord) -> str:
     if not record.fits_board:
         return f"accuracy {record.accuracy:.2%}; does not fit the board: {record.reason}"
     instructions = f"{record.instructions:,}" if record.instructions is not None else "not run"
-    over = ", ".join(f"{k} over by {v:,.4g}" for k, v in record.violations.items())
+    over = ", ".join(
+        f"{k} under by {v:.2%}" if k == "accuracy" else f"{k} over by {v:,.0f}"
+        for k, v in record.violations.items()
+    )
     return (
         f"accuracy {record.accuracy:.2%} (test {record.test_accuracy:.2%}), flash "
         f"{record.flash_bytes:,} B, RAM {record.ram_bytes:,} B, instructions {instructions}: "
@@ -287,7 +290,7 @@ def search(
     artifacts = prepare_output_dir(artifacts)
     (artifacts / SEARCH_DIR).mkdir(exist_ok=True)
     url = storage or default_storage(artifacts)
-    found, settings = open_study(url, study, settings, heartbeat)
+    found, settings = open_study(url, study, settings, heartbeat, trials)
     mnist = ensure_mnist(data)
     folder = artifacts / SEARCH_DIR / study
     objective = _objective(chosen, settings, mnist, folder, sources, on_step)

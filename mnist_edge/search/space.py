@@ -82,6 +82,7 @@ class Space:
     learning_rate: tuple[float, float]  # low, high (log scale)
     separable: bool  # offer separable blocks (where the engine compiles them)
     gap: bool  # offer the global-average-pooling head (where the engine compiles it)
+    baseline: dict | None = None  # the parameters of the study's first trial, if any
 
 
 SPACES = {
@@ -101,6 +102,20 @@ SPACES = {
             learning_rate=(2e-3, 1.2e-2),
             separable=True,
             gap=True,
+            # The seed's layout with 8 and 16 filters and no hidden layer: 5,258 parameters.
+            baseline={
+                "blocks": 2,
+                "filters_0": 8,
+                "kernel_0": 3,
+                "downsample_0": "pool",
+                "filters_1": 16,
+                "downsample_1": "pool",
+                "separable_1": False,
+                "head": "flatten",
+                "hidden": 0,
+                "epochs": 6,
+                "learning_rate": 6e-3,
+            },
         ),
         Space(
             name="small",

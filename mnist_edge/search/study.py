@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from mnist_edge.errors import MnistEdgeError, first_line
 from mnist_edge.search.records import Budgets, SearchSettings
+from mnist_edge.search.space import space_for
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,9 @@ RECORD_ATTR = "record"
 GRACE_INTERVALS = 4
 MAX_RETRY = 3  # a trial that keeps killing its workers is given up after this many retries
 OPEN_ATTEMPTS = 4  # workers started together race to create the schema: the loser retries
-STARTUP_TRIALS = 10  # random trials before TPE models the results
+# Random trials before TPE models the results: a quarter of the study, 4 to 10 (a short study
+# spent wholly on random draws would learn nothing about the budgets).
+STARTUP_TRIALS = (4, 10)
 
 
 def hide_password(url: str) -> str:
@@ -55,7 +58,7 @@ def _storage(url: str, heartbeat: float):
         )
 
 
-def trial_seeded_sampler(seed: int):
+def trial_seeded_sampler(seed: int, trials: int):
     """Optuna's TPE whose random draws for a trial are seeded by (seed, trial number).
 
     Every worker of a study gets the same seed; seeded once, two workers would draw the same
@@ -79,7 +82,7 @@ def trial_seeded_sampler(seed: int):
         # not sample next to them.
         return TrialSeededTPE(
             seed=seed,
-            n_startup_trials=STARTUP_TRIALS,
+            n_startup_trials=min(max(trials // 4, STARTUP_TRIALS[0]), STARTUP_TRIALS[1]),
             multivariate=True,
             group=True,
             constant_liar=True,
@@ -102,7 +105,9 @@ def _lost_schema_race(exc: Exception) -> bool:
     return isinstance(exc, DatabaseError) and not isinstance(exc, OperationalError)
 
 
-def open_study(url: str, name: str, settings: SearchSettings | None, heartbeat: float):
+def open_study(
+    url: str, name: str, settings: SearchSettings | None, heartbeat: float, trials: int = 0
+):
     """The study `name` in the storage, created with these settings where absent. `settings`
     None only opens an existing one. A study made with other settings is refused: its trials'
     figures would not be comparable."""
@@ -121,7 +126,7 @@ def open_study(url: str, name: str, settings: SearchSettings | None, heartbeat: 
                     study_name=name,
                     storage=storage,
                     directions=directions,
-                    sampler=trial_seeded_sampler(settings.seed),
+                    sampler=trial_seeded_sampler(settings.seed, trials),
                     load_if_exists=True,
                 )
             break
@@ -145,6 +150,11 @@ def open_study(url: str, name: str, settings: SearchSettings | None, heartbeat: 
         return study, settings_from(stored)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings_payload(settings))
+        baseline = space_for(settings.space).baseline
+        if baseline:
+            # A known small member first, so that even a short study has a point near the
+            # budgets to start from (skipped where another worker queued it already).
+            study.enqueue_trial(baseline, skip_if_exists=True)
     elif stored != settings_payload(settings):
         differ = [k for k, v in settings_payload(settings).items() if stored.get(k) != v]
         raise MnistEdgeError(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from dataclasses import asdict
@@ -123,7 +122,8 @@ def host_identity(path: Path, count: int, sources: Path | None) -> dict:
 
 def on_target(path: Path, cpu: str, engine: str, count: int, sources: Path | None, scratch: Path):
     """One engine on one board through the firmware command: its FirmwareResult, or the one
-    line why it did not build or run (a board too small says which region overflowed)."""
+    line why it did not build or run (a board too small says which region overflowed); and
+    the compiler and QEMU that built and ran it."""
     from mnist_edge.errors import MnistEdgeError
     from mnist_edge.firmware import firmware
     from mnist_edge.inputs import inputs_for
@@ -142,10 +142,10 @@ def on_target(path: Path, cpu: str, engine: str, count: int, sources: Path | Non
             timeout_s=3600,
         )
     except MnistEdgeError as exc:
-        return None, str(exc)
+        return None, str(exc), ()
     if not report.results:
-        return None, "; ".join(report.not_built) or report.skipped or "nothing built"
-    return report.results[0], None
+        return None, "; ".join(report.not_built) or report.skipped or "nothing built", ()
+    return report.results[0], None, (report.toolchain, report.qemu)
 
 
 def row(name: str, result, macs: int) -> dict:
@@ -346,7 +346,7 @@ def main() -> None:
     args = parse_args()
     names = [n.strip().upper() for n in args.models.split(",")]
     cpus = [c.strip() for c in args.cpus.split(",")]
-    host, rows, refused, results, macs = {}, [], [], [], {}
+    host, rows, refused, results, macs, tools = {}, [], [], [], {}, {}
     started, state = time.perf_counter(), source_state()
     print(f"mnist-edge at {state['commit'][:12]}, package modified: {state['package_modified']}")
     with tempfile.TemporaryDirectory(prefix="mlperf-tiny-") as scratch:
@@ -358,9 +358,10 @@ def main() -> None:
             for cpu in cpus:
                 both = cpu in BOTH_ENGINES_CPUS
                 for engine in ("tflm", "codegen") if both else ("codegen",):
-                    result, reason = on_target(
+                    result, reason, used = on_target(
                         path, cpu, engine, args.inputs_count, args.sources, Path(scratch)
                     )
+                    tools.update(dict.fromkeys(tool for tool in used if tool))
                     if result is None:
                         refused.append(
                             {"model": name, "cpu": cpu, "engine": engine, "reason": reason}
@@ -375,6 +376,7 @@ def main() -> None:
                         f"{r['instructions']:,} instructions, RAM {r['ram']:,}",
                         flush=True,
                     )
+    state["tools"] = list(tools)
     ratios = ratios_of(rows)
     verdict = goals(rows, ratios, host, refused)
     layers = layers_side_by_side(results, "cortex-m4")
@@ -403,11 +405,13 @@ def write(args, names, macs, host, rows, refused, ratios, verdict, layers, resul
     """The JSON: the setup, every figure the tables show, and each firmware result whole."""
     from mnist_edge import __version__
     from mnist_edge.files import sha256_file
+    from mnist_edge.machine import detect_machine
 
     payload = {
         "date": date.today().isoformat(),
         "mnist_edge": __version__,
-        "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+        "machine": asdict(detect_machine()),
+        "tools": state["tools"],
         "seconds": round(time.perf_counter() - started),
         "source": state,
         "settings": {

@@ -413,7 +413,7 @@ def write(args, names, macs, host, rows, refused, ratios, verdict, layers, resul
         "machine": asdict(detect_machine()),
         "tools": state["tools"],
         "seconds": round(time.perf_counter() - started),
-        "source": state,
+        "source": {key: state[key] for key in ("commit", "package_modified")},
         "settings": {
             "inputs_on_target": f"random:{args.inputs_count} (seed {SEED})",
             "inputs_on_host": f"random:{args.host_count} (seed {SEED})",

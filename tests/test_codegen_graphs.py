@@ -18,7 +18,14 @@ import pytest
 from mnist_edge.codegen import generate
 from mnist_edge.codegen.layers import Reference
 from mnist_edge.codegen.plan import InPlaceStage
-from tests.helpers import REPO, SOURCES_DIR, need_module, needs_arm_tools, needs_sources
+from tests.helpers import (
+    REPO,
+    SOURCES_DIR,
+    need_module,
+    needs_arm_tools,
+    needs_sources,
+    skip_or_fail,
+)
 
 MLPERF = REPO.parent / "shared" / "models" / "mlperf-tiny"
 MODELS = {"IC": "pretrainedResnet_quant.tflite", "KWS": "kws_ref_model.tflite",
@@ -29,8 +36,6 @@ needs_compiler = pytest.mark.needs_tools(("cc", "gcc"))
 def mlperf(name: str) -> bytes:
     path = MLPERF / MODELS[name]
     if not path.is_file():
-        from tests.helpers import skip_or_fail
-
         skip_or_fail(f"MLPerf Tiny's models in {MLPERF}")
     return path.read_bytes()
 

@@ -35,8 +35,6 @@ class GeneratedEngine:
     input_bytes: int
     output_bytes: int
     arena_bytes: int
-    input_dtype: str = "int8"  # or float32: a float model's input, through its QUANTIZE
-    output_dtype: str = "int8"
 
 
 def generate(
@@ -63,6 +61,4 @@ def generate(
         input_bytes=graph.input.nbytes,
         output_bytes=graph.output.nbytes,
         arena_bytes=plan.peak_bytes,
-        input_dtype=graph.input.dtype,
-        output_dtype=graph.output.dtype,
     )

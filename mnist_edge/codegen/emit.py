@@ -69,13 +69,13 @@ def template(name: str) -> FileTemplate:
 
 def uses_edge(plan: MemoryPlan) -> bool:
     """Whether any convolution of the program runs on mnist-edge's kernel (kernels.h)."""
-    return any(stage.kernel == "edge" for stage in _conv_stages(plan))
+    return any(stage.kernel == "edge" for stage, _ in _convolutions(plan))
 
 
-def _conv_stages(plan: MemoryPlan) -> list[FusedStage | LayerStage]:
-    """Every stage computing a convolution: by slices, or whole."""
+def _convolutions(plan: MemoryPlan) -> list[tuple[FusedStage | LayerStage, Conv2D]]:
+    """Every stage computing a convolution (by slices, or whole), with its convolution."""
     whole = [s for s in plan.stages if isinstance(s, LayerStage) and isinstance(s.layer, Conv2D)]
-    return [*fused_stages(plan), *whole]
+    return [(f, f.conv) for f in fused_stages(plan)] + [(s, s.layer) for s in whole]
 
 
 def _uses_reference(plan: MemoryPlan) -> bool:
@@ -87,8 +87,7 @@ def cmsis_sources(graph: Graph, plan: MemoryPlan) -> tuple[str, ...]:
     own kernel's general path needs CMSIS-NN's column conversions, and on Helium its
     convolution and max-pool: the files are listed for any target (one build list)."""
     found: list[str] = []
-    for stage in _conv_stages(plan):
-        conv = stage.conv if isinstance(stage, FusedStage) else stage.layer
+    for stage, conv in _convolutions(plan):
         if stage.kernel != "edge":
             found += cmsis.DEPTHWISE_SOURCES if conv.depthwise else cmsis.CONV_SOURCES
         elif conv.input.shape[3] > 1:
@@ -218,8 +217,6 @@ def _layer_stage(stage: LayerStage, k: int) -> tuple[str, set[str]]:
             f"&{n}_output_dims", dst,
         ]  # fmt: skip
         return head + _checked(kernel, args, k, 4), set()
-    if isinstance(layer, Reference):
-        return head + reference.c_call(layer.params, sources, dst, n)[1], set()
     assert isinstance(layer, Softmax)
     mult, shift, diff_min = quant.softmax_parameters(layer.beta, layer.input.scale)
     row = layer.input.shape[-1]
@@ -335,9 +332,20 @@ def _in_place_stage(stage: InPlaceStage, k: int) -> str:
     )
 
 
-def _body(graph: Graph, plan: MemoryPlan) -> tuple[str, set[str]]:
-    """The inference function's statements, and the locals they use."""
-    parts, used = [], set()
+def _reference_stage(stage: LayerStage, k: int) -> tuple[str, str]:
+    """A step of TFLM's reference code (reference.py): its statements and its constants."""
+    layer = stage.layer
+    sources = [_at(b, t.dtype) for b, t in zip(stage.sources, layer.inputs, strict=True)]
+    target = _at(stage.target, layer.output.dtype)
+    constants, call = reference.c_call(layer.params, sources, target, layer.name)
+    head = _comment(f"Step {k}: {describe(layer)}.", 4) + f"    STEP({k});\n"
+    return head + call, f"/* {describe(layer)} */\n{constants}" if constants else ""
+
+
+def _body(graph: Graph, plan: MemoryPlan) -> tuple[str, set[str], dict[str, str]]:
+    """The inference function's statements, the locals they use, and the reference steps'
+    file-scope constants by layer name."""
+    parts, used, constants = [], set(), {}
     reshapes = [layer for layer in graph.layers if layer.op == "RESHAPE"]
     k = 0
     for stage in plan.stages:
@@ -357,12 +365,15 @@ def _body(graph: Graph, plan: MemoryPlan) -> tuple[str, set[str]]:
         elif isinstance(stage, FusedStage):
             parts.append(_fused_stage(stage, k))
             used.add("i")
+        elif isinstance(stage.layer, Reference):
+            text, constants[stage.layer.name] = _reference_stage(stage, k)
+            parts.append(text)
         else:
             text, needs = _layer_stage(stage, k)
             parts.append(text)
             used |= needs
         k += 1
-    return "\n".join(parts), used
+    return "\n".join(parts), used, constants
 
 
 def _offsets(plan: MemoryPlan) -> str:
@@ -400,7 +411,7 @@ def _scratch_bytes(plan: MemoryPlan) -> dict[str, int]:
     return found
 
 
-def _constants(graph: Graph, plan: MemoryPlan, used: set[str]) -> str:
+def _constants(graph: Graph, plan: MemoryPlan, used: set[str], references: dict) -> str:
     parts = []
     if NO_CONTEXT in used:
         parts.append(
@@ -410,10 +421,7 @@ def _constants(graph: Graph, plan: MemoryPlan, used: set[str]) -> str:
     scratch = _scratch_bytes(plan)
     for layer in graph.layers:
         if isinstance(layer, Reference):
-            text = reference.c_call(layer.params, ["NULL"] * len(layer.inputs), "NULL", layer.name)[
-                0
-            ]
-            parts.append(f"/* {describe(layer)} */\n{text}" if text else "")
+            parts.append(references[layer.name])
         else:
             parts.append(layer_constants(layer, scratch.get(layer.name, 0)))
     schedules = _schedules(plan)
@@ -448,9 +456,9 @@ _OWN_KERNELS = (
 
 def _helpers(plan: MemoryPlan) -> str:
     """The C glue the stages call, each once, and only if called."""
-    convs = [s for s in _conv_stages(plan) if s.kernel != "edge"]
-    depthwise = any((s.conv if isinstance(s, FusedStage) else s.layer).depthwise for s in convs)
-    plain = any(not (s.conv if isinstance(s, FusedStage) else s.layer).depthwise for s in convs)
+    convs = [conv for stage, conv in _convolutions(plan) if stage.kernel != "edge"]
+    depthwise = any(conv.depthwise for conv in convs)
+    plain = any(not conv.depthwise for conv in convs)
     parts = []
     if convs:
         parts.append(
@@ -469,7 +477,7 @@ def emit_files(
     graph: Graph, plan: MemoryPlan, model_bytes: bytes, origin: str, prefix: str
 ) -> dict[str, bytes]:
     """model.h and model.c for a graph and its memory plan."""
-    body, used = _body(graph, plan)
+    body, used, references = _body(graph, plan)
     own = uses_edge(plan)
     ops = ", ".join(dict.fromkeys(layer.op for layer in graph.layers))
     fields = {
@@ -492,7 +500,7 @@ def emit_files(
         ),
         "offsets": _offsets(plan),
         "types": template("layer_types.c").template,
-        "constants": _constants(graph, plan, used),
+        "constants": _constants(graph, plan, used, references),
         "helpers": _helpers(plan),
         "includes": (f'#include "{KERNELS_H}"\n' if own else "")
         + ('#include "reference.h"\n' if _uses_reference(plan) else ""),

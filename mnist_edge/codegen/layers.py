@@ -189,7 +189,7 @@ class Reference(Layer):
     @property
     def elementwise(self) -> bool:
         """An ADD or MUL of equal shapes: CMSIS-NN's kernel, element by element."""
-        return self.kind in ("ADD", "MUL") and getattr(self.params, "broadcast", 1) is None
+        return self.kind in ("ADD", "MUL") and self.params.broadcast is None
 
     @property
     def name(self) -> str:

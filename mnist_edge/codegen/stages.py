@@ -228,14 +228,16 @@ def streamed(stages: list[Stage], readers: dict[str, set[str]]) -> list[Stage]:
     return result
 
 
-def _window_feeds(consumer: FusedStage) -> tuple[list[Feed], list[Slice], int]:
+def _window_feeds(
+    consumer_slices: tuple[Slice, ...],
+) -> tuple[list[Feed], list[Slice], int]:
     """The feeding schedule of a window of producer rows that a consumer's slices read in
     turn: the feeds, the consumer's slices relative to the window, the window's rows."""
-    needed = [(s.in_row, s.in_row + s.in_rows) for s in consumer.slices]
+    needed = [(s.in_row, s.in_row + s.in_rows) for s in consumer_slices]
     window_rows = max(hi - lo for lo, hi in needed)
     feeds, slices = [], []
     have_lo = have_hi = 0  # the producer rows the window holds: [have_lo, have_hi)
-    for (lo, hi), piece in zip(needed, consumer.slices, strict=True):
+    for (lo, hi), piece in zip(needed, consumer_slices, strict=True):
         assert lo >= have_lo and hi >= have_hi, "a consumer slice went back up the tensor"
         keep_from = min(lo, have_hi)
         first = max(have_hi, lo)
@@ -251,8 +253,7 @@ def copy_feeds(conv: Conv2D, slices: tuple[Slice, ...]):
     rows already copied (or every row has been)."""
     if conv.input.dtype != "int8":
         return None
-    probe = FusedStage(conv, None, "", "", "", "", slices, "", 0)
-    feeds, _, _ = _window_feeds(probe)
+    feeds, _, _ = _window_feeds(slices)
     in_row, out_row = _row_bytes(conv.input), _row_bytes(conv.output)
     last_needed = max(s.in_row + s.in_rows for s in slices)
     copied = written = 0
@@ -267,7 +268,7 @@ def copy_feeds(conv: Conv2D, slices: tuple[Slice, ...]):
 def in_place_stage(fused: FusedStage) -> InPlaceStage:
     """A convolution writing over its input: each input row is copied into a window just
     before the slice that overwrites it, and read from there."""
-    feeds, slices, window_rows = _window_feeds(fused)
+    feeds, slices, window_rows = _window_feeds(fused.slices)
     assert copy_feeds(fused.conv, fused.slices) is not None, "unsafe in-place convolution"
     window = f"{fused.conv.name}_window"
     consumer = replace(fused, source=window, slices=tuple(slices))
@@ -277,7 +278,7 @@ def in_place_stage(fused: FusedStage) -> InPlaceStage:
 def _stream(producer: FusedStage, consumer: FusedStage) -> StreamStage:
     """The window and the feeding schedule of a producer streamed into a consumer."""
     window = f"{producer.target.removesuffix('_out')}_window"
-    feeds, slices, window_rows = _window_feeds(consumer)
+    feeds, slices, window_rows = _window_feeds(consumer.slices)
     # Producer slices are independent (each reads the producer's whole input), so rows no
     # consumer slice needs (a stride taller than the window) are simply never produced.
     assert all(f.keep + f.count == n.in_rows for f, n in zip(feeds, slices, strict=True))

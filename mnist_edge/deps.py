@@ -16,6 +16,7 @@ EXTRAS = {
     "onnx": ("onnx", "train"),
     "matplotlib": ("matplotlib", "report"),
     "tflite_micro": ("TensorFlow Lite Micro (tflite-micro, x86-64 Linux wheels only)", "micro"),
+    "optuna": ("Optuna", "search"),
 }
 
 

@@ -117,7 +117,7 @@ def keras_probabilities(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32)
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
     tf = require("tensorflow")
     keras = require("keras")
     keras.utils.set_random_seed(seed)
@@ -170,7 +170,7 @@ def train(
     refuse_overwrite([model_path, artifacts / TRAIN_JSON], overwrite)
     keras = require("keras")
     mnist = ensure_mnist(data)
-    _seed_everything(seed)
+    seed_everything(seed)
 
     x_train, y_train = mnist.x_train, mnist.y_train
     if limit is not None:

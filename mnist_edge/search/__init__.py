@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mnist_edge.artifacts import MODEL_FILE, record_payload
-from mnist_edge.errors import MissingDependencyError, MnistEdgeError
+from mnist_edge.errors import MnistEdgeError
 from mnist_edge.files import json_bytes, prepare_output_dir, refuse_overwrite, write_files_atomic
 from mnist_edge.search.records import Budgets, SearchResult, SearchSettings, TrialRecord
 from mnist_edge.search.space import SPACES, space_for, suggest
@@ -90,17 +90,12 @@ def _check(board: str, budgets: Budgets, trials: int, heartbeat: float, limits: 
 def _check_tools(board: str, run: bool) -> None:
     """Fail before the first trial, not after its training, where a tool is missing."""
     from mnist_edge.codegen.host import find_compiler
+    from mnist_edge.deps import require
     from mnist_edge.firmware.boards import board_for
     from mnist_edge.firmware.build import find_toolchain
     from mnist_edge.firmware.qemu import find_qemu
 
-    try:
-        import optuna  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            "Optuna is not installed: search needs the [search] extra. Install it with: "
-            "pip install 'mnist-edge[search]' (from a clone: pip install -e '.[search]')"
-        ) from None
+    require("optuna")
     find_compiler()
     found = board_for(board)
     find_toolchain(found.arch)

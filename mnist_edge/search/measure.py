@@ -52,11 +52,11 @@ def train_architecture(
 ):
     """The architecture trained with the fast recipe's Adam and one-cycle schedule; the model."""
     from mnist_edge.deps import require
-    from mnist_edge.model import _seed_everything
+    from mnist_edge.model import seed_everything
 
     keras = require("keras")
     keras.backend.clear_session()
-    _seed_everything(seed)
+    seed_everything(seed)
     model = build_keras(arch)
     steps = -(-len(images) // BATCH_SIZE)
     rate = learning_rate_schedule(keras, "one-cycle", arch.learning_rate, arch.epochs * steps)

@@ -165,3 +165,28 @@ def test_bench_times_any_model_on_its_own_inputs(tmp_path):
     assert (row["artifact"], row["runtime"], row["batch_size"]) == (KWS.name, "tflm", 1)
     assert row["macs"] == 2_656_768 and row["p50_us"] > 0
     assert record["settings"]["inputs"] == "--inputs random:4 (seed 0), fed raw"
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_arm_tools
+def test_kws_on_the_micro_bit_falls_back_to_the_plan_for_size(tmp_path):
+    """The C engine on the 16 KB Cortex-M0: the plan for speed (16,000 B of arena) leaves no
+    room for the stack, so the firmware is planned for size (convolutions in place) and runs
+    bit-exact there."""
+    from mnist_edge.codegen import generate
+
+    result = CliRunner().invoke(
+        app,
+        [
+            *("firmware", "--model", str(_model(KWS)), "--inputs", "random:2", "--json"),
+            *("--cpu", "cortex-m0", "--engine", "codegen", "--sources", str(SOURCES_DIR)),
+            *("--out", str(tmp_path / "out")),
+        ],
+    )
+    assert_exit(result, 0)
+    (found,) = json.loads(result.stdout)["results"]
+    assert found["golden_identical"] == found["golden_count"] == 2
+    assert found["arena_measured_on"] == "plan (size)"
+    speed = generate(KWS.read_bytes(), KWS.name, isa="plain").plan.peak_bytes
+    assert found["arena_bytes"] < 0.7 * speed and sum(found["ram"].values()) <= 16 * 1024

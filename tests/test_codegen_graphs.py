@@ -17,7 +17,8 @@ import pytest
 
 from mnist_edge.codegen import generate
 from mnist_edge.codegen.layers import Reference
-from mnist_edge.codegen.plan import InPlaceStage
+from mnist_edge.codegen.plan import InPlaceStage, LayerStage
+from mnist_edge.errors import MnistEdgeError
 from tests.helpers import (
     REPO,
     SOURCES_DIR,
@@ -176,7 +177,7 @@ def run_harness(data: bytes, inputs: np.ndarray, folder: Path, plan_edit=None):
 
     from mnist_edge.codegen.host import build
 
-    engine = generate(data, "model")
+    engine = generate(data, "model", optimise="size")
     if plan_edit:
         engine = dataclasses.replace(engine, plan=plan_edit(engine.plan))
     (folder / "inputs.bin").write_bytes(np.ascontiguousarray(inputs).tobytes())
@@ -210,7 +211,7 @@ def test_the_poisoning_catches_a_window_planned_away(sources, tmp_path):
     import dataclasses
 
     data = mlperf("KWS")
-    plan = generate(data, "model").plan
+    plan = generate(data, "model", optimise="size").plan
     window = next(s.window for s in plan.stages if isinstance(s, InPlaceStage))
 
     def without_window(plan):
@@ -224,13 +225,49 @@ def test_the_poisoning_catches_a_window_planned_away(sources, tmp_path):
 def test_the_plan_is_smaller_than_tflms_arena():
     """KWS: convolutions in place (TFLM's arena: 24,272 B); IC: the residual ADDs over an
     operand (55,984 B); both beneath 0.7 of TFLM's, from the plan alone."""
-    kws, ic = (generate(mlperf(name), name).plan for name in ("KWS", "IC"))
+    kws, ic = (generate(mlperf(name), name, optimise="size").plan for name in ("KWS", "IC"))
     assert any(isinstance(s, InPlaceStage) for s in kws.stages)
     assert kws.peak_bytes < 0.7 * 24_272 and ic.peak_bytes < 0.7 * 55_984
     adds = [
         s for s in ic.stages if isinstance(s.layers[0], Reference) and s.layers[0].kind == "ADD"
     ]
     assert len(adds) == 3 and all(s.target in s.sources for s in adds)
+
+
+def test_a_plan_for_speed_runs_cmsis_convolutions_whole_and_one_for_size_in_place():
+    """KWS optimised for speed: no convolution in place, nothing streamed (CMSIS-NN's kernels
+    pay their setup per call); for size: its eight depthwise and 1x1 convolutions in place."""
+    data = mlperf("KWS")
+    speed, size = (generate(data, "KWS", optimise=o).plan for o in ("speed", "size"))
+    assert all(isinstance(s, LayerStage) for s in speed.stages)
+    assert sum(isinstance(s, InPlaceStage) for s in size.stages) == 8
+    assert size.peak_bytes < 0.7 * speed.peak_bytes
+
+
+def test_a_plan_for_one_isa_sizes_the_scratch_its_kernels_ask_for():
+    """KWS's 3x3 depthwise convolutions ask no scratch of CMSIS-NN's DSP and plain builds and
+    4 * 124 * 9 bytes of its Helium build (arm_depthwise_conv_get_buffer_sizes_s8.c)."""
+    data = mlperf("KWS")
+    plans = {isa: generate(data, "KWS", isa=isa).plan for isa in ("plain", "dsp", "mve", "any")}
+    depthwise = {
+        isa: [s.scratch_bytes for s in plan.stages if s.layers[0].op == "DEPTHWISE_CONV_2D"]
+        for isa, plan in plans.items()
+    }
+    assert depthwise["plain"] == depthwise["dsp"] == [0] * 4
+    assert depthwise["mve"] == depthwise["any"] == [4 * 124 * 9] * 4
+    assert plans["dsp"].peak_bytes < plans["mve"].peak_bytes == plans["any"].peak_bytes
+
+
+@needs_sources
+@needs_compiler
+def test_model_c_planned_for_the_dsp_refuses_to_compile_without_it(sources):
+    """An arena planned for one CMSIS-NN build is too small for another's scratch: model.c
+    stops the compiler (here the host's, plain C) instead of letting a kernel overrun it."""
+    from mnist_edge.codegen.host import build
+
+    with pytest.raises(MnistEdgeError, match="plans its arena for CMSIS-NN's DSP build"):
+        build(generate(mlperf("KWS"), "KWS", isa="dsp"))
+    assert build(generate(mlperf("KWS"), "KWS", isa="plain")).path.exists()
 
 
 @pytest.mark.slow

@@ -38,12 +38,21 @@ class GeneratedEngine:
 
 
 def generate(
-    model_bytes: bytes, origin: str, prefix: str = DEFAULT_PREFIX, level: str = "streamed"
+    model_bytes: bytes,
+    origin: str,
+    prefix: str = DEFAULT_PREFIX,
+    level: str = "streamed",
+    isa: str = "any",
+    optimise: str = "speed",
 ) -> GeneratedEngine:
     """Compile an int8 .tflite to C; ModelError if it holds what the engine does not compile.
 
     `level` is the memory plan's: layers (one call per layer), fused (convolutions fused with
-    their max-pools) or streamed (fused, and row-streamed into the next convolution).
+    their max-pools) or streamed (fused, and row-streamed into the next convolution). `isa` is
+    the CMSIS-NN build the arena's scratch is sized for: plain, dsp or mve (model.c then refuses
+    to compile for another), or any (the largest of the three; model.c builds for every target).
+    `optimise`: speed (CMSIS-NN's convolutions run whole) or size (in place where that makes
+    the arena smaller, at a few percent more instructions).
     """
     from mnist_edge.codegen.emit import cmsis_sources, emit_files
     from mnist_edge.codegen.graph import read_graph
@@ -52,7 +61,7 @@ def generate(
     if not (prefix.isidentifier() and prefix.isascii()):
         raise MnistEdgeError(f"Invalid prefix {prefix!r}: expected a C identifier.")
     graph = read_graph(model_bytes, origin)
-    plan = plan_memory(graph, level)
+    plan = plan_memory(graph, level, isa, optimise)
     return GeneratedEngine(
         files=emit_files(graph, plan, model_bytes, origin, prefix),
         plan=plan,

@@ -2,18 +2,21 @@
 
 TFLM's CMSIS-NN build calls the wrappers (arm_convolve_wrapper_s8, arm_depthwise_conv_wrapper_s8),
 which pick a kernel from the shapes at run time; the engine calls the same wrappers, so every
-layer runs the kernel TFLM runs. The scratch a wrapper asks for depends on the target (plain C,
-DSP, Helium): one generated model.c serves them all, so each size here is the largest of the
-three, computed as CMSIS-NN's get_buffer_size functions compute it (pinned CMSIS-NN,
-Source/*/arm_*_get_buffer_sizes_s8.c). A slice of a convolution computed by rows may take
-another kernel than the whole layer (a one-row slice of a 1×N convolution is a 1_x_n call), so
-the sizes cover every kernel a slice can reach.
+layer runs the kernel TFLM runs. The scratch a wrapper asks for depends on the instruction set
+CMSIS-NN is compiled for (ISAS: plain C, the DSP extension, Helium), computed here as CMSIS-NN's
+get_buffer_size functions compute it (pinned CMSIS-NN, Source/*/arm_*_get_buffer_sizes_s8.c).
+A plan for one ISA is smallest there (an M4 never needs Helium's depthwise scratch); "any" takes
+the largest of the three, so that one model.c serves every target. A slice of a convolution
+computed by rows may take another kernel than the whole layer (a one-row slice of a 1×N
+convolution is a 1_x_n call), so the sizes cover every kernel a slice can reach.
 """
 
 from __future__ import annotations
 
 from mnist_edge.codegen.layers import Conv2D, Pool2D
 
+ISAS = ("plain", "dsp", "mve")  # ARM_MATH_DSP and ARM_MATH_MVEI undefined, the first, both
+ANY = "any"
 CH_IN_BLOCK_MVE = 124  # arm_nnsupportfunctions.h
 ONE_INPUT_CHANNEL_THRESHOLD = 1  # CONVERT_DW_CONV_WITH_ONE_INPUT_CH_AND_OUTPUT_CH_ABOVE_THRESHOLD
 
@@ -55,10 +58,19 @@ def _align(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def _conv_s8_bytes(columns: int) -> int:
+def _largest(size, layer, isa: str) -> int:
+    """size(layer, isa) for one ISA, or the largest over all of them for "any"."""
+    if isa == ANY:
+        return max(size(layer, one) for one in ISAS)
+    if isa not in ISAS:
+        raise ValueError(f"unknown ISA {isa!r}: expected {ANY} or one of {', '.join(ISAS)}")
+    return size(layer, isa)
+
+
+def _conv_s8_bytes(columns: int, isa: str) -> int:
     """arm_convolve_s8: two int16 columns padded to 4 (plain C, DSP), or four int8 columns
     padded to 16 (Helium)."""
-    return max(2 * _align(columns, 4) * 2, 4 * _align(columns, 16))
+    return 4 * _align(columns, 16) if isa == "mve" else 2 * _align(columns, 4) * 2
 
 
 def _conv_1xn_mve_bytes(conv: Conv2D, output_w: int) -> int:
@@ -71,50 +83,53 @@ def _conv_1xn_mve_bytes(conv: Conv2D, output_w: int) -> int:
     left = max(1, (pad_x + stride_x - 1) // stride_x) if pad_x else 0
     middle = max(output_w - (right + left), 0)
     if right + middle + left != output_w:
-        return _conv_s8_bytes(kernel_x * conv.kernel[0] * channels)
+        return _conv_s8_bytes(kernel_x * conv.kernel[0] * channels, "mve")
     pad_left = pad_x * channels
     pad_right = right * channels if asym else pad_left
     left_elems = kernel_x * channels
     return max(left_elems + pad_left, left_elems - channels + pad_right)
 
 
-def conv_scratch_bytes(conv: Conv2D) -> int:
-    """arm_convolve_wrapper_s8_get_buffer_size (or the depthwise wrapper's), the largest on
-    any target and for any slice of rows."""
-    if conv.depthwise:
-        return depthwise_scratch_bytes(conv)
+def conv_scratch_bytes(conv: Conv2D, isa: str = ANY) -> int:
+    """arm_convolve_wrapper_s8_get_buffer_size (or the depthwise wrapper's) on `isa`, for any
+    slice of rows."""
+    return _largest(_depthwise_bytes if conv.depthwise else _conv_bytes, conv, isa)
+
+
+def _conv_bytes(conv: Conv2D, isa: str) -> int:
     kh, kw = conv.kernel
     channels = conv.input.shape[3]
     one_by_one = kh == kw == 1 and conv.padding == (0, 0) and conv.dilation == (1, 1)
     if one_by_one:
         # arm_convolve_1x1_s8_fast asks 2 * c * 2 bytes on DSP under Arm Compiler 6 only; 0
         # under GCC and elsewhere. Kept, so that a project built with armclang fits too.
-        return 2 * channels * 2 if conv.stride == (1, 1) else 0
-    size = _conv_s8_bytes(kh * kw * channels)
-    if kh == 1 and conv.dilation[1] == 1 and (conv.stride[1] * channels) % 4 == 0:
+        return 2 * channels * 2 if conv.stride == (1, 1) and isa == "dsp" else 0
+    size = _conv_s8_bytes(kh * kw * channels, isa)
+    one_by_n = kh == 1 and conv.dilation[1] == 1 and (conv.stride[1] * channels) % 4 == 0
+    if one_by_n and isa == "mve":
         size = max(size, _conv_1xn_mve_bytes(conv, conv.output.shape[2]))
     return size
 
 
-def depthwise_scratch_bytes(conv: Conv2D) -> int:
-    """arm_depthwise_conv_wrapper_s8_get_buffer_size, the largest on any target."""
+def _depthwise_bytes(conv: Conv2D, isa: str) -> int:
+    """arm_depthwise_conv_wrapper_s8_get_buffer_size."""
     kh, kw = conv.kernel
     in_c, out_c = conv.input.shape[3], conv.output.shape[3]
-    sizes = [0]
-    plain = in_c == out_c and conv.dilation == (1, 1)
-    if plain and not (kh == kw == 3 and max(conv.padding) <= 1):
-        sizes.append(in_c * kh * kw * 2)  # DSP: arm_depthwise_conv_s8_opt's int16 columns
-    if plain:
-        sizes.append(4 * CH_IN_BLOCK_MVE * kh * kw)  # Helium's
-    if in_c == 1 and out_c > ONE_INPUT_CHANNEL_THRESHOLD:
-        # Helium: as a convolution, plus the filter transposed.
-        sizes.append(_conv_s8_bytes(kh * kw) + out_c * kh * kw)
-    return max(sizes)
+    if isa == "mve" and in_c == 1 and out_c > ONE_INPUT_CHANNEL_THRESHOLD:
+        # Helium runs it as a convolution, plus the filter transposed.
+        return _conv_s8_bytes(kh * kw, "mve") + out_c * kh * kw
+    if in_c != out_c or conv.dilation != (1, 1):
+        return 0
+    if isa == "mve":
+        return 4 * CH_IN_BLOCK_MVE * kh * kw
+    if isa == "dsp" and not (kh == kw == 3 and max(conv.padding) <= 1):
+        return in_c * kh * kw * 2  # arm_depthwise_conv_s8_opt's int16 columns
+    return 0  # plain C, and the DSP's 3x3 kernel
 
 
-def avgpool_scratch_bytes(pool: Pool2D) -> int:
+def avgpool_scratch_bytes(pool: Pool2D, isa: str = ANY) -> int:
     """arm_avgpool_s8_get_buffer_size: one int32 per channel on DSP, none elsewhere."""
-    return pool.input.shape[3] * 4
+    return _largest(lambda p, one: p.input.shape[3] * 4 if one == "dsp" else 0, pool, isa)
 
 
 def depthwise_weights(conv: Conv2D):

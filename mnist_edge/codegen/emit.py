@@ -495,9 +495,11 @@ def emit_files(
             [*(f" *   {s}" for s in cmsis_sources(graph, plan)), *([_OWN_KERNELS] if own else [])]
         ),
         "plan_summary": (
-            f"{plan.level}, {plan.peak_bytes:,} B (one call per layer would need at least "
+            f"{plan.level}, optimised for {plan.optimise}, scratch for {_ISA_NAMES[plan.isa]}: "
+            f"{plan.peak_bytes:,} B (one call per layer would need at least "
             f"{plan.lower_bound_bytes:,} B)."
         ),
+        "isa_guard": _isa_guard(plan.isa),
         "offsets": _offsets(plan),
         "types": template("layer_types.c").template,
         "constants": _constants(graph, plan, used, references),
@@ -517,3 +519,28 @@ def emit_files(
     if _uses_reference(plan):
         files["reference.h"] = template("reference.h").template.encode()
     return files
+
+
+_ISA_NAMES = {
+    "any": "any CMSIS-NN build",
+    "plain": "CMSIS-NN in plain C",
+    "dsp": "CMSIS-NN's DSP build",
+    "mve": "CMSIS-NN's Helium build",
+}
+_ISA_TESTS = {
+    "plain": "defined(ARM_MATH_DSP) || defined(ARM_MATH_MVEI)",
+    "dsp": "!defined(ARM_MATH_DSP) || defined(ARM_MATH_MVEI)",
+    "mve": "!defined(ARM_MATH_MVEI)",
+}
+
+
+def _isa_guard(isa: str) -> str:
+    """An arena sized for one CMSIS-NN build is too small for another's scratch: refuse to
+    compile for it rather than let a kernel write past its buffer."""
+    if isa == "any":
+        return ""
+    return (
+        f"#if {_ISA_TESTS[isa]}\n"
+        f'#error "model.c plans its arena for {_ISA_NAMES[isa]}: generate it for this target"\n'
+        "#endif\n"
+    )

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mnist_edge.codegen.cmsis import ANY
+from mnist_edge.codegen.kernels import edge_applies
 from mnist_edge.codegen.layers import Conv2D, Graph, MaxPool2D, Reference, Reshape
 from mnist_edge.codegen.stages import (
     INPUT,
@@ -49,6 +51,9 @@ __all__ = ["INPUT", "OUTPUT", "Feed", "FusedStage", "InPlaceStage", "LayerStage"
            "StreamStage"]  # fmt: skip
 
 LEVELS = ("layers", "fused", "streamed")
+# speed: no convolution in place (its input rows copied, its kernel called per slice); size: in
+# place wherever that makes the arena smaller.
+OPTIMISE = ("speed", "size")
 ALIGN = 4  # every buffer starts on a word: the scratch is int16, the arena itself 16-aligned
 
 
@@ -77,6 +82,8 @@ class MemoryPlan:
     """Where every buffer lives in the arena and when, and the program that uses them."""
 
     level: str
+    isa: str  # the CMSIS-NN build its scratch is sized for: plain, dsp, mve, or any of them
+    optimise: str  # speed or size (OPTIMISE)
     stages: tuple[Stage, ...]
     steps: tuple[Step, ...]
     buffers: tuple[PlanRow, ...]
@@ -96,7 +103,7 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def lower_bound(graph: Graph) -> int:
+def lower_bound(graph: Graph, isa: str) -> int:
     """The least arena a one-call-per-layer engine needs: max over layers of inputs + output +
     scratch, counting neither the caller's input nor its output (they are not in the arena)."""
     names = _buffer_names(graph, in_place=False)
@@ -106,7 +113,7 @@ def lower_bound(graph: Graph) -> int:
             continue
         held = {names[t.index]: t.nbytes for t in (*layer.inputs, layer.output)}
         held = {k: v for k, v in held.items() if k not in (INPUT, OUTPUT)}
-        best = max(best, sum(held.values()) + scratch_of(layer)[1])
+        best = max(best, sum(held.values()) + scratch_of(layer, isa)[1])
     return best
 
 
@@ -185,8 +192,16 @@ def _fuses_with_pool(graph: Graph, position: int) -> bool:
 
 
 def _stages(
-    graph: Graph, level: str, names: dict[int, str], rows: dict[str, int] | None = None
+    graph: Graph,
+    level: str,
+    isa: str,
+    optimise: str,
+    names: dict[int, str],
+    rows: dict[str, int] | None = None,
 ) -> list[Stage]:
+    """The program's stages. Optimised for speed, a convolution CMSIS-NN computes runs whole:
+    called per slice (fused with its pool, streamed, in place) it pays the kernel's per-call
+    setup once per slice. mnist-edge's own kernel is built to run by rows, so it still does."""
     layers = [layer for layer in graph.layers if not isinstance(layer, Reshape)]
     stages: list[Stage] = []
     i = 0
@@ -194,24 +209,28 @@ def _stages(
         layer = layers[i]
         position = graph.layers.index(layer)
         source, target = names[layer.input.index], names[layer.output.index]
-        if level != "layers" and _fuses_with_pool(graph, position):
-            pool = graph.layers[position + 1]
-            stages.append(fused_stage(layer, pool, source, names[pool.output.index]))
+        pool = graph.layers[position + 1] if position + 1 < len(graph.layers) else None
+        if (
+            level != "layers"
+            and _fuses_with_pool(graph, position)
+            and (optimise == "size" or edge_applies(layer, pool))
+        ):
+            stages.append(fused_stage(layer, pool, source, names[pool.output.index], isa))
             i += 2
             continue
         if isinstance(layer, Conv2D) and source == target:
             tall = (rows or {}).get(layer.name, in_place_rows(layer))
-            stages.append(in_place_stage(fused_stage(layer, None, source, target, tall)))
+            stages.append(in_place_stage(fused_stage(layer, None, source, target, isa, tall)))
             i += 1
             continue
-        kernel, scratch = scratch_of(layer)
+        kernel, scratch = scratch_of(layer, isa)
         sources = tuple(names[t.index] for t in layer.inputs)
         name = f"{layer.name}_scratch" if scratch else None
         stages.append(LayerStage(layer, sources, target, name, kernel, scratch))
         i += 1
     if level != "streamed":
         return stages
-    return streamed(stages, _buffer_readers(graph, names))
+    return streamed(stages, _buffer_readers(graph, names), isa, edge_only=optimise == "speed")
 
 
 def _buffer_readers(graph: Graph, names: dict[int, str]) -> dict[str, set[str]]:
@@ -373,9 +392,11 @@ def fused_stages(plan: MemoryPlan) -> list[FusedStage]:
     return found
 
 
-def _plan(graph: Graph, level: str, in_place: bool, rows=None) -> MemoryPlan:
+def _plan(
+    graph: Graph, level: str, isa: str, optimise: str, in_place: bool, rows=None
+) -> MemoryPlan:
     names = _buffer_names(graph, in_place)
-    stages = _stages(graph, level, names, rows)
+    stages = _stages(graph, level, isa, optimise, names, rows)
     t = _walk(stages)
     offsets = _place(t)
     rows = tuple(
@@ -385,25 +406,32 @@ def _plan(graph: Graph, level: str, in_place: bool, rows=None) -> MemoryPlan:
     peak = max((offsets[n] + t.sizes[n] for n in offsets), default=0)
     return MemoryPlan(
         level=level,
+        isa=isa,
+        optimise=optimise,
         stages=tuple(stages),
         steps=tuple(Step(i, label) for i, label in enumerate(t.steps)),
         buffers=rows,
         peak_bytes=_align(peak),
-        lower_bound_bytes=lower_bound(graph),
+        lower_bound_bytes=lower_bound(graph, isa),
     )
 
 
-def plan_memory(graph: Graph, level: str = "streamed") -> MemoryPlan:
+def plan_memory(
+    graph: Graph, level: str = "streamed", isa: str = ANY, optimise: str = "speed"
+) -> MemoryPlan:
     """The stages of the program and the arena offset of every buffer they use.
 
     Above `layers`, convolutions may also run in place (InPlaceStage), which costs a copy of
-    their input rows: the plan with them is kept only when its arena is smaller.
+    their input rows: the plan with them is kept only when its arena is smaller. `isa` sizes
+    CMSIS-NN's scratch for one build of it (cmsis.ISAS), or for any ("any").
     """
     if level not in LEVELS:
         raise ValueError(f"unknown plan level {level!r}: expected one of {', '.join(LEVELS)}")
-    plan = _plan(graph, level, in_place=False)
-    if level != "layers":
-        other = _taller_slices(graph, level, _plan(graph, level, in_place=True))
+    if optimise not in OPTIMISE:
+        raise ValueError(f"unknown optimise {optimise!r}: expected one of {', '.join(OPTIMISE)}")
+    plan = _plan(graph, level, isa, optimise, in_place=False)
+    if level != "layers" and optimise == "size":
+        other = _taller_slices(graph, level, _plan(graph, level, isa, optimise, in_place=True))
         plan = other if other.peak_bytes < plan.peak_bytes else plan
     return plan
 
@@ -419,7 +447,7 @@ def _taller_slices(graph: Graph, level: str, plan: MemoryPlan) -> MemoryPlan:
         tall = height
         while tall > least:
             if copy_feeds(conv, slices_of(conv, None, tall)) is not None:
-                trial = _plan(graph, level, True, rows | {conv.name: tall})
+                trial = _plan(graph, level, plan.isa, plan.optimise, True, rows | {conv.name: tall})
                 if trial.peak_bytes <= plan.peak_bytes:
                     plan, rows = trial, rows | {conv.name: tall}
                     break

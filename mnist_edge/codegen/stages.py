@@ -158,25 +158,25 @@ def slices_of(conv: Conv2D, pool: MaxPool2D | None, rows: int = 1) -> tuple[Slic
     return tuple(slices)
 
 
-def scratch_of(layer: Layer, pool: MaxPool2D | None = None, rows=None) -> tuple[str, int]:
-    """The kernel a layer (and its fused pool) runs on, and its scratch bytes."""
+def scratch_of(layer: Layer, isa: str, pool: MaxPool2D | None = None, rows=None) -> tuple[str, int]:
+    """The kernel a layer (and its fused pool) runs on, and its scratch bytes on `isa`."""
     if isinstance(layer, Conv2D):
         if edge_applies(layer, pool):
             rows = rows or [layer.output.shape[1]]
             return "edge", edge_scratch_bytes(layer, pool, rows)
-        return "cmsis", conv_scratch_bytes(layer)
+        return "cmsis", conv_scratch_bytes(layer, isa)
     if isinstance(layer, AveragePool2D):
-        return "cmsis", avgpool_scratch_bytes(layer)
+        return "cmsis", avgpool_scratch_bytes(layer, isa)
     if isinstance(layer, Reference):
         return "reference", 0  # TFLM's reference kernels work in place of nothing
     return "cmsis", 0
 
 
 def fused_stage(
-    conv: Conv2D, pool: MaxPool2D | None, source: str, target: str, rows: int = 1
+    conv: Conv2D, pool: MaxPool2D | None, source: str, target: str, isa: str, rows: int = 1
 ) -> FusedStage:
     slices = slices_of(conv, pool, rows)
-    kernel, scratch = scratch_of(conv, pool, [s.conv_rows for s in slices])
+    kernel, scratch = scratch_of(conv, isa, pool, [s.conv_rows for s in slices])
     buffer = f"{conv.name}_rows" if pool is not None and kernel != "edge" else ""
     return FusedStage(
         conv, pool, source, target, buffer, f"{conv.name}_scratch", slices, kernel, scratch
@@ -196,29 +196,32 @@ def in_place_rows(conv: Conv2D) -> int:
     return min(rows, conv.output.shape[1])
 
 
-def _as_fused(stage: Stage) -> FusedStage | None:
+def _as_fused(stage: Stage, isa: str) -> FusedStage | None:
     """A convolution stage in its by-rows form, or None if it is not a convolution."""
     if isinstance(stage, FusedStage):
         return stage
     if isinstance(stage, LayerStage) and isinstance(stage.layer, Conv2D):
-        return fused_stage(stage.layer, None, stage.source, stage.target)
+        return fused_stage(stage.layer, None, stage.source, stage.target, isa)
     return None
 
 
-def streamed(stages: list[Stage], readers: dict[str, set[str]]) -> list[Stage]:
+def streamed(
+    stages: list[Stage], readers: dict[str, set[str]], isa: str, edge_only: bool = False
+) -> list[Stage]:
     """Pair each convolution stage whose output only feeds the next convolution into a
-    stream."""
+    stream (with `edge_only`, only where both run mnist-edge's own kernel)."""
     result: list[Stage] = []
     i = 0
     while i < len(stages):
-        producer = _as_fused(stages[i])
-        consumer = _as_fused(stages[i + 1]) if i + 1 < len(stages) else None
+        producer = _as_fused(stages[i], isa)
+        consumer = _as_fused(stages[i + 1], isa) if i + 1 < len(stages) else None
         if (
             producer is None
             or consumer is None
             or producer.target in (INPUT, OUTPUT)
             or consumer.source != producer.target
             or readers.get(producer.target) != {consumer.conv.name}
+            or (edge_only and not producer.kernel == consumer.kernel == "edge")
         ):
             result.append(stages[i])
             i += 1

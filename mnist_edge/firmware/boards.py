@@ -58,6 +58,14 @@ class Board:
     arch: str = "arm"  # a key of ARCHES: the toolchain, QEMU and the C engine's board files
 
     @property
+    def isa(self) -> str:
+        """The CMSIS-NN build the board compiles (codegen.cmsis.ISAS): its kernels, and the
+        scratch they ask for, differ between plain C, the DSP extension and Helium."""
+        if self.macs_per_instruction >= 16:
+            return "mve"
+        return "dsp" if self.dsp else "plain"
+
+    @property
     def gcc_prefix(self) -> str:
         """The cross compiler's prefix: arm-none-eabi-, riscv64-unknown-elf-."""
         return ARCHES[self.arch][0]

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from mnist_edge import __version__, codegen
 from mnist_edge.codegen.graph import refuse_unsupported
-from mnist_edge.codegen.plan import MemoryPlan, StreamStage
+from mnist_edge.codegen.plan import OPTIMISE, MemoryPlan, StreamStage
 from mnist_edge.device import DeviceModel
 from mnist_edge.errors import MnistEdgeError, ModelError
 from mnist_edge.firmware import harness
 from mnist_edge.firmware.boards import Board
 from mnist_edge.firmware.configs import Config, Engine
+from mnist_edge.firmware.harness import DoesNotFit
 from mnist_edge.firmware.project import render
 from mnist_edge.firmware.qemu import QemuRun
 from mnist_edge.records import FirmwareResult
@@ -86,10 +87,17 @@ class CodegenEngine(Engine):
             "make_example": f"CMSIS_NN={config.tree.path('CMSIS-NN')}",
         }
 
-    def files(self, config: Config) -> tuple[dict[str, bytes], int]:
-        """The engine's files and the harness's, for the configuration; the plan's arena."""
+    def files(self, config: Config, optimise: str = "speed") -> tuple[dict[str, bytes], int]:
+        """The engine's files and the harness's, for the configuration; the plan's arena. The
+        plan sizes CMSIS-NN's scratch for the board's build of it (its ISA) alone."""
         inputs = config.inputs
-        engine = codegen.generate(inputs.model, inputs.model_name, prefix=PREFIX)
+        engine = codegen.generate(
+            inputs.model,
+            inputs.model_name,
+            prefix=PREFIX,
+            isa=config.board.isa,
+            optimise=optimise,
+        )
         input_bytes, output_bytes = inputs.input_bytes, inputs.output_bytes
         if (input_bytes, output_bytes) != (engine.input_bytes, engine.output_bytes):
             raise MnistEdgeError(
@@ -116,15 +124,26 @@ class CodegenEngine(Engine):
     def build(
         self, config: Config, project: Path, run: bool, timeout_s: float
     ) -> tuple[FirmwareResult, QemuRun | None]:
-        """Write, build, run (when `run`) and measure the configuration in `project`."""
+        """Write, build, run (when `run`) and measure the configuration in `project`.
+
+        The plan optimised for speed where it fits the board's RAM, else the one optimised for
+        size (convolutions in place: less RAM, a few percent more instructions)."""
         inputs = config.inputs
-        files, arena = self.files(config)
-        files |= harness.data_files(inputs.inputs, inputs.golden, inputs.labels, inputs.indices)
-        harness.write_project(project, files)
-        seconds = harness.link(project, config, {"CMSIS_NN": str(config.tree.path("CMSIS-NN"))})
+        data = harness.data_files(inputs.inputs, inputs.golden, inputs.labels, inputs.indices)
+        for optimise in OPTIMISE:
+            files, arena = self.files(config, optimise)
+            harness.write_project(project, files | data)
+            try:
+                seconds = harness.link(
+                    project, config, {"CMSIS_NN": str(config.tree.path("CMSIS-NN"))}
+                )
+                break
+            except DoesNotFit as exc:
+                if exc.region != "RAM" or optimise == OPTIMISE[-1]:
+                    raise
         elf = project / harness.ELF
         device = harness.run_checked(config, elf, timeout_s, project) if run else None
         result = harness.result(
-            config, elf, device, seconds, arena, "plan", component_of=component_of
+            config, elf, device, seconds, arena, f"plan ({optimise})", component_of=component_of
         )
         return result, device

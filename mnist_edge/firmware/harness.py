@@ -177,11 +177,20 @@ def link(
             raise
         region, over = overflow.groups()
         size = board.data if region == "RAM" else board.code
-        raise MnistEdgeError(
+        raise DoesNotFit(
+            region,
             f"{config.label} does not fit: {region} ({board.machine}'s {size.name}, "
-            f"{size.length:,} bytes) overflowed by {int(over):,} bytes."
+            f"{size.length:,} bytes) overflowed by {int(over):,} bytes.",
         ) from None
     return run.seconds
+
+
+class DoesNotFit(MnistEdgeError):
+    """The link overflowed a memory region of the board ("RAM" or "FLASH")."""
+
+    def __init__(self, region: str, message: str):
+        super().__init__(message)
+        self.region = region
 
 
 def run_checked(config: Config, elf: Path, timeout_s: float, cwd: Path) -> QemuRun:

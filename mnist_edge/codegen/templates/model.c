@@ -15,7 +15,7 @@ ${sources}
 #include <string.h>
 
 #include "arm_nnfunctions.h"
-${includes}#include "model.h"
+${isa_guard}${includes}#include "model.h"
 
 /* C99 has no alignas: constants and the arena are aligned with the compiler's attribute. */
 #if defined(__GNUC__) || defined(__clang__)

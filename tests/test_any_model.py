@@ -187,6 +187,6 @@ def test_kws_on_the_micro_bit_falls_back_to_the_plan_for_size(tmp_path):
     assert_exit(result, 0)
     (found,) = json.loads(result.stdout)["results"]
     assert found["golden_identical"] == found["golden_count"] == 2
-    assert found["arena_measured_on"] == "plan (size)"
+    assert found["arena_measured_on"] == "size plan"
     speed = generate(KWS.read_bytes(), KWS.name, isa="plain").plan.peak_bytes
     assert found["arena_bytes"] < 0.7 * speed and sum(found["ram"].values()) <= 16 * 1024

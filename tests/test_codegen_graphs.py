@@ -296,3 +296,47 @@ def test_an_unsupported_operator_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "TANH" in lines[0] and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+@needs_sources
+def test_a_float_model_of_our_own_verifies_bit_identical(tmp_path):
+    """A model as a Keras user writes one, with float input and output (QUANTIZE, DEQUANTIZE),
+    a residual ADD, a branch joined by CONCATENATION, GlobalAveragePooling2D (MEAN) and a
+    sigmoid (LOGISTIC): `verify -r codegen --inputs random:1000`, each float output's bytes
+    against host TFLM's."""
+    need_module("tensorflow", "train")
+    import keras
+    import tensorflow as tf
+
+    x_in = keras.Input((12, 10, 2), batch_size=1)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x_in)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+    x = keras.layers.Add()([x, y])
+    left = keras.layers.MaxPooling2D(2)(x)
+    right = keras.layers.AveragePooling2D(2)(keras.layers.Conv2D(4, 1)(x))
+    x = keras.layers.Concatenate()([left, right])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(x_in, keras.layers.Dense(3, activation="sigmoid")(x))
+
+    def calibration():
+        rng = np.random.default_rng(0)
+        for _ in range(16):
+            yield [rng.uniform(-1, 1, (1, 12, 10, 2)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    path = tmp_path / "ours.tflite"
+    path.write_bytes(converter.convert())
+    from mnist_edge.codegen.graph import read_graph
+
+    ops = {layer.op for layer in read_graph(path.read_bytes(), path.name).layers}
+    assert {"QUANTIZE", "DEQUANTIZE", "ADD", "CONCATENATION", "MEAN", "LOGISTIC"} <= ops
+    command = [sys.executable, "-m", "mnist_edge", "verify", "-r", "codegen", "--model",
+               str(path), "--inputs", "random:1000", "--artifacts", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "identity.json").read_text())["results"]
+    assert row["agreement"]["bit_identical"] == row["agreement"]["images"] == 1000

@@ -66,7 +66,7 @@ def describe(layer: Layer) -> str:
         shapes = " + ".join(t.dims() for t in layer.inputs) + f" -> {layer.output.dims()}"
     if isinstance(layer, Softmax):
         return f"{layer.name}: SOFTMAX {shapes}, beta {layer.beta:g}"
-    return f"{layer.name}: {getattr(layer, 'kind', layer.op)} {shapes}"
+    return f"{layer.name}: {layer.op} {shapes}"
 
 
 def conv_constants(conv: Conv2D, scratch_bytes: int) -> str:

@@ -187,6 +187,10 @@ class Reference(Layer):
     params: object
 
     @property
+    def op(self) -> str:  # type: ignore[override]
+        return self.kind
+
+    @property
     def elementwise(self) -> bool:
         """An ADD or MUL of equal shapes: CMSIS-NN's kernel, element by element."""
         return self.kind in ("ADD", "MUL") and self.params.broadcast is None

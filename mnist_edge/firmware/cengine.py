@@ -144,6 +144,6 @@ class CodegenEngine(Engine):
         elf = project / harness.ELF
         device = harness.run_checked(config, elf, timeout_s, project) if run else None
         result = harness.result(
-            config, elf, device, seconds, arena, f"plan ({optimise})", component_of=component_of
+            config, elf, device, seconds, arena, f"{optimise} plan", component_of=component_of
         )
         return result, device

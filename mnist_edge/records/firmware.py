@@ -83,7 +83,9 @@ class FirmwareResult:
     flash: EngineFlash
     ram: EngineRam  # its stack is the peak when run, else the reservation
     arena_bytes: int  # the engine's buffer: TFLM's tensor arena as sized, the C engine's plan
-    arena_measured_on: str  # "device", "host" (TFLM not run), "plan (speed|size)" (the C engine)
+    arena_measured_on: (
+        str  # "device", "host" (TFLM not run), "speed plan" or "size plan" (the C engine)
+    )
     stack_reserved_bytes: int
     project: str  # folder, relative to the output folder
     elf: str

@@ -53,9 +53,13 @@ class CodegenRunner(Runner):
         sizes = library_sizes(self._library, g.prefix)
         if sizes != (g.input_bytes, g.output_bytes, g.arena_bytes):
             raise MnistEdgeError(f"{self.build.path}: built for sizes {sizes}, not this model's.")
+        # int8, or float32 for a full-integer model with float input or output (its QUANTIZE
+        # and DEQUANTIZE are steps of the engine): the buffers are bytes of that dtype.
+        self._input_dtype = np.dtype(self.input.dtype)
+        self._output_dtype = np.dtype(self.output.dtype)
         self._batch = 1
-        self._inputs = np.zeros((1, self.generated.input_bytes), np.int8)
-        self._outputs = np.zeros((1, self.generated.output_bytes), np.int8)
+        self._inputs = np.zeros((1, self.generated.input_bytes), np.uint8)
+        self._outputs = np.zeros((1, self.generated.output_bytes), np.uint8)
 
     @property
     def kernels(self) -> str:
@@ -69,18 +73,18 @@ class CodegenRunner(Runner):
             raise MnistEdgeError(f"Invalid batch {n}: expected a positive integer.")
         if n != self._batch:
             self._batch = n
-            self._outputs = np.zeros((n, self.generated.output_bytes), np.int8)
+            self._outputs = np.zeros((n, self.generated.output_bytes), np.uint8)
 
     def feed_raw(self, x: np.ndarray) -> None:
-        if np.asarray(x).dtype != np.int8:
+        if np.asarray(x).dtype != self._input_dtype:
             raise ModelError(
                 f"{self.path}: input | Received unexpected dtype: {np.asarray(x).dtype}. "
-                "Note: expected int8"
+                f"Note: expected {self._input_dtype}"
             )
         x = np.ascontiguousarray(x)
-        if x.size != self._batch * self.generated.input_bytes:
+        if x.nbytes != self._batch * self.generated.input_bytes:
             raise ModelError(
-                f"{self.path}: input of {x.size} values | Received unexpected size. Note: "
+                f"{self.path}: input of {x.nbytes} bytes | Received unexpected size. Note: "
                 f"expected batch {self._batch} x {self.generated.input_bytes}"
             )
         self._inputs = x
@@ -95,7 +99,8 @@ class CodegenRunner(Runner):
             raise ModelError(f"{self.path}: the C engine failed at step {status - 1}.")
 
     def fetch_raw(self) -> np.ndarray:
-        return self._outputs.reshape(self._batch, *self.output.shape[1:]).copy()
+        outputs = self._outputs.view(self._output_dtype)
+        return outputs.reshape(self._batch, *self.output.shape[1:]).copy()
 
     def describe(self) -> dict:
         return {

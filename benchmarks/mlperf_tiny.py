@@ -171,6 +171,7 @@ def row(name: str, result, macs: int) -> dict:
         "constants": f.engine_constants,
         "flash_with_harness": result.flash_bytes,
         "isa_limit": result.isa_limit_instructions,
+        "arena": result.arena_measured_on,  # TFLM: device; the C engine: its speed or size plan
     }
 
 
@@ -283,7 +284,7 @@ def print_tables(rows, ratios, refused, host, verdict, layers, count: int) -> No
     print(f"\nOn target ({count} seeded random inputs each; instructions counted by QEMU):")
     print(
         f"  {'model':<4} {'cpu':<11} {'engine':<8} {'identical':>9} {'instructions':>12} "
-        f"{'/MAC':>5} {'RAM':>7} {'buffers':>7} {'stack':>6} {'code':>7} {'const':>7}"
+        f"{'/MAC':>5} {'RAM':>7} {'buffers':>7} {'stack':>6} {'code':>7} {'const':>7} arena"
     )
     for r in rows:
         per_mac = f"{r['per_mac']:.2f}" if r["per_mac"] else "-"
@@ -291,7 +292,7 @@ def print_tables(rows, ratios, refused, host, verdict, layers, count: int) -> No
             f"  {r['model']:<4} {r['cpu']:<11} {r['engine']:<8} "
             f"{r['identical']:>5}/{r['count']:<3} {r['instructions'] or 0:>12,} {per_mac:>5} "
             f"{r['ram']:>7,} {r['buffers']:>7,} {r['stack']:>6,} {r['engine_code']:>7,} "
-            f"{r['constants']:>7,}"
+            f"{r['constants']:>7,} {r['arena']}"
         )
     for r in refused:
         print(f"  {r['model']:<4} {r['cpu']:<11} {r['engine']:<8} not run: {r['reason']}")

@@ -298,13 +298,11 @@ def test_an_unsupported_operator_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "TANH" in lines[0] and "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
-@needs_sources
-def test_a_float_model_of_our_own_verifies_bit_identical(tmp_path):
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory) -> Path:
     """A model as a Keras user writes one, with float input and output (QUANTIZE, DEQUANTIZE),
     a residual ADD, a branch joined by CONCATENATION, GlobalAveragePooling2D (MEAN) and a
-    sigmoid (LOGISTIC): `verify -r codegen --inputs random:1000`, each float output's bytes
-    against host TFLM's."""
+    sigmoid (LOGISTIC)."""
     need_module("tensorflow", "train")
     import keras
     import tensorflow as tf
@@ -328,15 +326,38 @@ def test_a_float_model_of_our_own_verifies_bit_identical(tmp_path):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = calibration
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    path = tmp_path / "ours.tflite"
+    path = tmp_path_factory.mktemp("float-model") / "ours.tflite"
     path.write_bytes(converter.convert())
     from mnist_edge.codegen.graph import read_graph
 
     ops = {layer.op for layer in read_graph(path.read_bytes(), path.name).layers}
     assert {"QUANTIZE", "DEQUANTIZE", "ADD", "CONCATENATION", "MEAN", "LOGISTIC"} <= ops
-    command = [sys.executable, "-m", "mnist_edge", "verify", "-r", "codegen", "--model",
-               str(path), "--inputs", "random:1000", "--artifacts", str(tmp_path)]  # fmt: skip
+    return path
+
+
+@pytest.mark.slow
+@needs_sources
+def test_a_float_model_of_our_own_verifies_bit_identical(float_model, tmp_path):
+    """`verify -r codegen --inputs random:1000`: each float output's bytes against host
+    TFLM's."""
+    command = [sys.executable, "-m", "mnist_edge", "verify", "-r", "codegen", "--inputs",
+               "random:1000", "-m", str(float_model), "--artifacts", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "identity.json").read_text())["results"]
     assert row["agreement"]["bit_identical"] == row["agreement"]["images"] == 1000
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_arm_tools
+def test_a_float_model_of_our_own_runs_on_both_engines_on_the_m4(float_model, tmp_path):
+    """Both engines take and give the float32 bytes on the M4 (TFLM's library: cached)."""
+    command = [sys.executable, "-m", "mnist_edge", "firmware", "--model", str(float_model),
+               "--inputs", "random:3", "--engine", "all", "--cpu", "cortex-m4", "--sources",
+               str(SOURCES_DIR), "--out", str(tmp_path / "fw"), "--json"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)["results"]
+    assert {r["engine"] for r in results} == {"tflm", "codegen"}
+    assert all(r["golden_identical"] == r["golden_count"] == 3 for r in results)

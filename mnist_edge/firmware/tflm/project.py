@@ -277,6 +277,11 @@ def step_names(info: ModelInfo) -> list[str]:
     return [f"{operator.op}_{index}" for index, operator in enumerate(info.operators)]
 
 
+# The harness copies inputs and outputs as bytes: int8, or float32 for a full-integer model with
+# float input or output (QUANTIZE and DEQUANTIZE inside).
+_TFLITE_TYPES = {"int8": "kTfLiteInt8", "float32": "kTfLiteFloat32"}
+
+
 def engine_files(
     inputs: ProjectInputs, board: Board, kernels: str, arena_size: int
 ) -> dict[str, bytes]:
@@ -291,6 +296,8 @@ def engine_files(
         "machine": board.machine,
         "input_bytes": inputs.input_bytes,
         "output_bytes": inputs.output_bytes,
+        "input_type": _TFLITE_TYPES[inputs.inputs.dtype.name],
+        "output_type": _TFLITE_TYPES[inputs.golden.dtype.name],
         "op_count": len(calls),
         "resolver_calls": "\n".join(f"  TF_LITE_ENSURE_STATUS(resolver.{call});" for call in calls),
         "sources": inputs.sources_root,

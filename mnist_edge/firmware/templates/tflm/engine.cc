@@ -102,13 +102,14 @@ extern "C" int engine_init(void) {
   }
   const TfLiteTensor* input = interpreter->input(0);
   const TfLiteTensor* output = interpreter->output(0);
-  if (input->type != kTfLiteInt8 || input->bytes != kInputBytes ||
-      output->type != kTfLiteInt8 || output->bytes != kOutputBytes) {
-    return Fail("the model's input or output is not the int8 tensor main.c was built for");
+  if (input->type != ${input_type} || input->bytes != kInputBytes ||
+      output->type != ${output_type} || output->bytes != kOutputBytes) {
+    return Fail("the model's input or output is not the tensor main.c was built for");
   }
   return 0;
 }
 
+// Bytes of the input's type (int8 or float32): main.c copies them as they are.
 extern "C" int8_t* engine_input(void) { return interpreter->input(0)->data.int8; }
 
 extern "C" int engine_infer(void) {

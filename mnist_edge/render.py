@@ -405,8 +405,12 @@ def bundle_table(result: BundleResult) -> Table | Group:
         "min runtime", f"{m.version} (converter metadata: {m.converter_metadata}){unknown}"
     )
     table.add_row("per image", f"{result.macs:,} MACs, {result.params:,} parameters")
-    keras = f"{result.keras_accuracy:.4f}" if result.keras_accuracy is not None else "unknown"
-    table.add_row("accuracy keras", keras)
+    if result.accuracy:
+        keras = f"{result.keras_accuracy:.4f}" if result.keras_accuracy is not None else "unknown"
+        table.add_row("accuracy keras", keras)
+    else:
+        inputs = result.golden.get("inputs_from", "the inputs")
+        table.add_row("accuracy", f"none: the golden inputs ({inputs}) have no labels")
     for r in result.accuracy:
         table.add_row(f"accuracy {r.runtime}", f"{r.accuracy:.4f} on {r.images:,} ({r.source})")
     for g in result.agreement:
@@ -436,6 +440,8 @@ def bundle_table(result: BundleResult) -> Table | Group:
     for proof in result.proven:
         for line in proof.findings():
             table.add_row(f"proof {proof.target}", line)
+    for why in result.not_proven:
+        table.add_row("not proven", why)
     c = result.c_engine
     if c is not None:
         check = c.host_check

@@ -79,6 +79,9 @@ class BundleResult:
     versions: dict[str, object]
     # Platform proofs asked for with --prove (emulated aarch64, tflite-runtime 2.14)
     proven: list[Proof] = field(default_factory=list)
+    # Platform proofs asked for and not run, and why ("linux-aarch64: ..."): they run MNIST's
+    # test images, which a model of other inputs does not take
+    not_proven: list[str] = field(default_factory=list)
     # Target figures from a firmware run of these very bytes (firmware/firmware.json)
     on_target: list[OnTarget] = field(default_factory=list)
     # The engines shipped: tflm (model_data.h/.cc for the interpreter), codegen (CEngine)

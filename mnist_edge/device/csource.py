@@ -82,9 +82,15 @@ def model_data_files(
 
 
 def golden_data_files(
-    inputs: np.ndarray, outputs: np.ndarray, labels: np.ndarray, c_name: str, source: str
+    inputs: np.ndarray,
+    outputs: np.ndarray,
+    labels: np.ndarray,
+    c_name: str,
+    source: str,
+    described: str | None = None,
 ) -> tuple[str, str]:
-    """golden_data.h and golden_data.cc: TFLM's inputs and outputs for a firmware unit test."""
+    """golden_data.h and golden_data.cc: TFLM's inputs and outputs for a firmware unit test.
+    `described`: what the inputs are (default: the first N MNIST test images)."""
     rows_in = ",\n".join(f"    {{\n{c_values(x, ' ' * 8)}\n    }}" for x in inputs)
     rows_out = ",\n".join(f"    {{{c_values(y, '').strip().rstrip(',')}}}" for y in outputs)
     fields = {
@@ -94,6 +100,8 @@ def golden_data_files(
         "guard": _guard(c_name, "GOLDEN_DATA"),
         "c_name": c_name,
         "count": len(inputs),
+        "described": described or f"the first {len(inputs)} MNIST test images",
+        "layout": "×".join(map(str, inputs.shape[1:])),
         "input_size": int(np.prod(inputs.shape[1:])),
         "output_size": outputs.shape[1],
         "in_type": C_TYPES[inputs.dtype.name],

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 constexpr int ${c_name}_golden_count = ${count};
-constexpr int ${c_name}_golden_input_size = ${input_size};  // 28×28×1, row-major
+constexpr int ${c_name}_golden_input_size = ${input_size};  // ${layout}, row-major
 constexpr int ${c_name}_golden_output_size = ${output_size};
 
 extern const ${in_type} ${c_name}_golden_inputs[${c_name}_golden_count][${c_name}_golden_input_size];

@@ -20,6 +20,7 @@ from mnist_edge.cli_options import (
     JsonOption,
     Kernels,
     Npu,
+    Optimise,
     ProofCpu,
     ProofPlatform,
     SeedOption,
@@ -168,6 +169,15 @@ def firmware(
             help="TFLM's kernels (repeatable): reference, cmsis-nn or all (codegen: CMSIS-NN)."
         ),
     ] = None,
+    optimise: Annotated[
+        Optimise | None,
+        typer.Option(
+            help="The C engine's memory plan: speed (CMSIS-NN's convolutions whole), size "
+            "(convolutions in place: less RAM, a few percent more instructions), or auto (the "
+            "default): "
+            "speed where it fits the board's RAM, else size."
+        ),
+    ] = None,
     images: Annotated[
         int,
         typer.Option(
@@ -234,7 +244,8 @@ def firmware(
     `mnist-edge firmware`, `mnist-edge firmware --engine all --images 100`,
     `mnist-edge firmware --engine codegen --cpu cortex-m0 --images 10000`,
     `mnist-edge firmware --cpu all --kernels all --max-flash 262144 --max-ram 65536`,
-    `mnist-edge firmware --model kws_ref_model.tflite --inputs random:20 --engine all`
+    `mnist-edge firmware --model kws_ref_model.tflite --inputs random:20 --engine all`,
+    `mnist-edge firmware --engine codegen --cpu cortex-m0 --optimise size`
     """
     from mnist_edge.firmware import firmware as build_firmware
     from mnist_edge.inputs import inputs_for
@@ -256,6 +267,7 @@ def firmware(
         overwrite=overwrite,
         timeout_s=timeout if timeout is not None else 300.0 + 0.1 * chosen.count,
         skip_missing_tools=skip_missing_tools,
+        optimise=optimise.value if optimise else "auto",
     )
     emit(report, firmware_table, as_json)
     if not report:

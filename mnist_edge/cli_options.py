@@ -33,6 +33,7 @@ ProofPlatform = _choices("ProofPlatform", options.PROOF_PLATFORMS)
 ProofCpu = _choices("ProofCpu", options.PROOF_CPUS)
 Kernels = _choices("Kernels", [*options.FIRMWARE_KERNELS, "all"])
 Engine = _choices("Engine", [*options.FIRMWARE_ENGINES, "all"])
+Optimise = _choices("Optimise", options.FIRMWARE_OPTIMISE)
 Npu = _choices("Npu", options.NPU_TARGETS)
 
 

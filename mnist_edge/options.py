@@ -107,6 +107,8 @@ FIRMWARE_CPUS = (
 FIRMWARE_KERNELS = ("reference", "cmsis-nn")
 # tflm: the interpreter; codegen: the model compiled to C with a static memory plan (CMSIS-NN).
 FIRMWARE_ENGINES = ("tflm", "codegen")
+# The C engine's memory plan (codegen.plan.OPTIMISE, and auto: speed where it fits the board)
+FIRMWARE_OPTIMISE = ("auto", "speed", "size")
 DEFAULT_FIRMWARE_IMAGES = 20
 # --inputs random: numpy's PCG64 with this seed unless --seed says otherwise
 DEFAULT_INPUTS_SEED = 0

@@ -190,3 +190,20 @@ def test_kws_on_the_micro_bit_falls_back_to_the_plan_for_size(tmp_path):
     assert found["arena_measured_on"] == "size plan"
     speed = generate(KWS.read_bytes(), KWS.name, isa="plain").plan.peak_bytes
     assert found["arena_bytes"] < 0.7 * speed and sum(found["ram"].values()) <= 16 * 1024
+
+
+@pytest.mark.slow
+@needs_sources
+@needs_arm_tools
+def test_kws_planned_for_speed_does_not_fit_the_micro_bit_and_says_so(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            *("firmware", "--model", str(_model(KWS)), "--inputs", "random:2"),
+            *("--cpu", "cortex-m0", "--engine", "codegen", "--optimise", "speed"),
+            *("--sources", str(SOURCES_DIR), "--out", str(tmp_path / "out")),
+        ],
+    )
+    assert_exit(result, 2)
+    assert "cortex-m0 codegen cmsis-nn does not fit: RAM" in result.output
+    assert not (tmp_path / "out" / "firmware.json").exists()

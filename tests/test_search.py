@@ -125,7 +125,7 @@ def figures_from_pipeline(picked: Path) -> dict:
     row = next(r for r in json.loads(verify.stdout)["results"] if r["runtime"] == "codegen")
     firmware = invoke(
         "firmware", "-a", picked, "--engine", "codegen", "--cpu", "cortex-m0",
-        "--sources", SOURCES_DIR, "--json",
+        "--optimise", "size", "--sources", SOURCES_DIR, "--json",
     )  # fmt: skip
     assert_exit(firmware, 0)
     fw = json.loads(firmware.stdout)["results"][0]

@@ -66,6 +66,8 @@ class Config:
     tree: SourceTree
     toolchain: Toolchain
     engine: Engine
+    # The C engine's memory plan: speed, size, or auto (speed where it fits the board's RAM)
+    optimise: str = "auto"
 
     @property
     def label(self) -> str:

@@ -50,8 +50,24 @@ def bundle(
         ),
     ] = None,
     golden: Annotated[
-        int, typer.Option(min=1, max=10000, help="Test images whose TFLM outputs become golden.")
+        int,
+        typer.Option(
+            min=1,
+            max=10000,
+            help="Test images whose TFLM outputs become golden; the default N of --inputs.",
+        ),
     ] = options.DEFAULT_GOLDEN,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            "--inputs",
+            help="The golden inputs, for any int8 model: random[:N] (seeded, uniform over the "
+            "input's int8 range) or FILE.npy (N × the model's input shape, in its input dtype); "
+            "mnist[:N] (the default where the model takes 28×28×1 images) is MNIST's first N "
+            "test images. N defaults to --golden. Without labels, no accuracy.",
+        ),
+    ] = None,
+    seed: SeedOption = options.DEFAULT_INPUTS_SEED,
     c_name: Annotated[
         str, typer.Option("--c-name", help="C name of the model array (its length: NAME_len).")
     ] = options.DEFAULT_C_NAME,
@@ -111,7 +127,8 @@ def bundle(
     and the model compiled to C (c_engine/: cmake -S . -B build && cmake --build build && ctest).
 
     Examples: `mnist-edge bundle --max-arena 65536 --max-flash 131072 --out fw/model`,
-    `mnist-edge bundle --overwrite --prove linux-aarch64 --prove tflite-runtime-2.14`
+    `mnist-edge bundle --overwrite --prove linux-aarch64 --prove tflite-runtime-2.14`,
+    `mnist-edge bundle --model kws_ref_model.tflite --inputs random:20 --out fw/kws`
     """
     from mnist_edge.bundle import bundle as make_bundle
     from mnist_edge.render import bundle_table
@@ -132,6 +149,8 @@ def bundle(
         engines=every(engine or [Engine("all")], options.FIRMWARE_ENGINES),
         sources=sources,
         npu=[n.value for n in npu or []],
+        inputs=inputs,
+        seed=seed,
     )
     emit(result, bundle_table, as_json)
 

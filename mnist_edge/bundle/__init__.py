@@ -10,13 +10,14 @@ take the model); the arena is measured by `mnist_edge.arena`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,15 @@ from mnist_edge.artifacts import (
     on_target,
     record_payload,
 )
-from mnist_edge.bundle.cengine import C_DIR, c_engine
+from mnist_edge.bundle.cengine import C_DIR, c_engine, c_engine_refusal, refuse_for_c_engine
 from mnist_edge.bundle.compat import export_compat, prove_runtimes
-from mnist_edge.bundle.golden import GOLDEN_FILE, GoldenVectors, golden_vectors
+from mnist_edge.bundle.golden import (
+    GOLDEN_FILE,
+    GoldenVectors,
+    choose_inputs,
+    golden_vectors,
+    run_given,
+)
 from mnist_edge.bundle.readme import bundle_readme
 from mnist_edge.compare import accuracy as top1
 from mnist_edge.compare import bit_agreement
@@ -61,6 +68,7 @@ from mnist_edge.model_info import (
 from mnist_edge.options import (
     DEFAULT_C_NAME,
     DEFAULT_GOLDEN,
+    DEFAULT_INPUTS_SEED,
     DEFAULT_PROOF_IMAGES,
     NPU_TARGETS,
     PROOF_CPUS,
@@ -102,6 +110,25 @@ def _preprocessing(spec: TensorSpec) -> dict[str, object]:
     result["scale"] = spec.scale
     result["zero_point"] = spec.zero_point
     return result
+
+
+def _tensor_preprocessing(spec: TensorSpec) -> dict[str, object]:
+    """For a model run on other inputs than MNIST's images: its input tensor as it takes it
+    (how raw data becomes those values is the model's own recipe, not in the model)."""
+    shape = "×".join(["N", *map(str, spec.shape[1:])])
+    steps = [f"x = the model's own features of its raw data, {shape} (not known here)"]
+    if spec.quantized:
+        steps.append(
+            "q = clamp(round_half_away_from_zero(x / scale) + zero_point, -128, 127) as int8"
+        )
+    return {
+        "input": f"the model's input tensor as it takes it: {spec.dtype}, {shape}",
+        "shape": list(spec.shape),
+        "dtype": spec.dtype,
+        "steps": steps,
+        "scale": spec.scale,
+        "zero_point": spec.zero_point,
+    }
 
 
 def _verify_rows(artifacts: Path, model: Path) -> tuple[dict[str, VerifyRow], float | None]:
@@ -163,6 +190,41 @@ def _measure_accuracy(
     return outputs, accuracy, keras_accuracy
 
 
+@dataclass(frozen=True, eq=False)
+class _Runs:
+    """What the runtimes computed on the bundle's inputs, before anything is written."""
+
+    inputs: np.ndarray  # every input run, as fed (MNIST: the 10,000 test images)
+    outputs: dict[str, np.ndarray]  # raw outputs by runtime (tflm at least for the golden ones)
+    accuracy: list[RuntimeAccuracy]  # empty where the inputs have no labels
+    keras_accuracy: float | None
+    vectors: GoldenVectors
+    mnist: MnistTest | None  # MNIST's test split (the proofs run its images); None: other inputs
+
+
+def _mnist_runs(model, artifacts, data, device, tflm, golden) -> _Runs:
+    """MNIST's 10,000 test images on TFLM, LiteRT's builtin kernels and XNNPACK (or verify's
+    rows for them), and the first `golden` images' vectors."""
+    mnist = ensure_test_split(data)
+    q = quantize(to_float(mnist.x_test), device.input)
+    outputs, accuracy, keras_accuracy = _measure_accuracy(model, artifacts, mnist, q, tflm, golden)
+    vectors = golden_vectors(q, outputs["tflm"], mnist.y_test, golden)
+    return _Runs(q, outputs, accuracy, keras_accuracy, vectors, mnist)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: Path):
+    """Remove the folders made for `out` when the bundle fails before it is written: a failed
+    run leaves no half-written bundle (an existing folder is left as it was)."""
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
 def _versions(info: ModelInfo, artifacts: Path) -> dict[str, object]:
     try:
         record = load_record(artifacts, "export")
@@ -195,17 +257,20 @@ def _write_bundle(
     """Write every file of the bundle, the manifest (which lists the others) last. The C
     engine's and the NPU's folders are staged whole and swapped in first; the rest is one
     atomic step."""
+    described = golden.described + (" (labels 255)" if golden.labels is None else "")
     golden_h, golden_cc = golden_data_files(
-        golden.inputs, golden.outputs, golden.labels, c_name, result.model
+        golden.inputs, golden.flat_outputs(), golden.labels_or_none, c_name, result.model, described
     )
+    given = golden if golden.source is not None else None
     payloads: dict[str, bytes] = {
         result.model: model_bytes,
         "golden_data.h": golden_h.encode(),
         "golden_data.cc": golden_cc.encode(),
-        "labels.txt": ("\n".join(LABELS) + "\n").encode(),
-        "README.md": bundle_readme(result, c_name).encode(),
+        "README.md": bundle_readme(result, c_name, given).encode(),
         GOLDEN_FILE: golden.npz_bytes(),
     }
+    if result.labels:
+        payloads["labels.txt"] = ("\n".join(result.labels) + "\n").encode()
     if "tflm" in result.engines:
         model_h, model_cc = model_data_files(model_bytes, result.model, c_name, result.arena_bytes)
         payloads |= {"model_data.h": model_h.encode(), "model_data.cc": model_cc.encode()}
@@ -255,16 +320,20 @@ def _npu(targets, model: Path) -> tuple[dict[str, bytes], list]:
     return files, estimates
 
 
-def _c_engine(engines, device, vectors, q, tflm_outputs, sources):
+def _c_engine(engines, device, runs: _Runs, sources):
     """The C engine's files and summary where it was asked for and can be made; else none,
-    and why (asked for alone, a reason is an error: ModelError or MissingDependencyError)."""
+    and why. Asked for alone, a reason is an error (ModelError or MissingDependencyError); with
+    `all`, so is an int8 model it cannot compile (a float model or a missing compiler is left
+    out, with the reason)."""
     if "codegen" not in engines:
         return {}, None, []
     try:
-        files, summary = c_engine(device, vectors, q, tflm_outputs, sources)
+        files, summary = c_engine(device, runs.vectors, runs.inputs, runs.outputs["tflm"], sources)
     except (ModelError, MissingDependencyError) as exc:
         if engines == ["codegen"]:
             raise
+        if isinstance(exc, ModelError) and device.kind == "int8":
+            raise c_engine_refusal(exc, engines) from None
         log.warning("Not bundling the C engine: %s", exc)
         return {}, None, [f"codegen: {exc}"]
     check = summary.host_check
@@ -272,9 +341,10 @@ def _c_engine(engines, device, vectors, q, tflm_outputs, sources):
     if check.bit_identical != check.images:
         # A C engine that is not TFLM's arithmetic is not shipped: nothing is written.
         first = check.mismatches[0] if check.mismatches else "?"
+        which = "test image" if runs.mnist is not None else "input"
         raise CheckFailed(
             f"The C engine's outputs are {check.bit_identical:,}/{check.images:,} bit-identical "
-            f"to TFLM's (first difference: test image {first}); not bundling it."
+            f"to TFLM's (first difference: {which} {first}); not bundling it."
         )
     return files, summary, []
 
@@ -311,17 +381,17 @@ def _manifest(
     device: DeviceModel,
     out: Path,
     arena: ArenaReport,
-    outputs: dict[str, np.ndarray],
-    vectors: GoldenVectors,
+    runs: _Runs,
     others: list[Path],
     artifacts: Path,
-    keras_accuracy: float | None,
-    accuracy: list[RuntimeAccuracy],
 ) -> BundleResult:
     """Everything the manifest states of the model, the runs and the runtimes that load it."""
-    model, info = device.path, device.info
+    model, info, outputs, vectors = device.path, device.info, runs.outputs, runs.vectors
+    count = len(outputs["tflm"])
     agreement = [
-        bit_agreement("tflm", other, outputs["tflm"], outputs[other])
+        bit_agreement(
+            "tflm", other, outputs["tflm"].reshape(count, -1), outputs[other].reshape(count, -1)
+        )
         for other in ("litert-ref", "litert")
         if other in outputs
     ]
@@ -339,10 +409,14 @@ def _manifest(
         files=[],
         input=device.input,
         output=device.output,
-        preprocessing=_preprocessing(device.input),
-        labels=LABELS,
-        keras_accuracy=keras_accuracy,
-        accuracy=accuracy,
+        preprocessing=(
+            _preprocessing(device.input)
+            if runs.mnist is not None
+            else _tensor_preprocessing(device.input)
+        ),
+        labels=LABELS if runs.mnist is not None else [],
+        keras_accuracy=runs.keras_accuracy,
+        accuracy=runs.accuracy,
         agreement=agreement,
         ops=uses,
         # One registration per operator, whatever its versions: the resolver's template size.
@@ -378,17 +452,23 @@ def bundle(
     engines: list[str] | tuple[str, ...] = ENGINES,
     sources: Path | None = None,
     npu: list[str] | tuple[str, ...] = (),
+    inputs: str | None = None,
+    seed: int = DEFAULT_INPUTS_SEED,
 ) -> BundleResult:
     """Write the device bundle for a .tflite (default the int8 export), checked on TFLM.
 
-    `engines`: tflm (model_data.h/.cc) and codegen (c_engine/: the model compiled to C, checked
-    against TFLM here; CMSIS-NN from `sources`); with both, a C engine that cannot be made is
-    left out, with the reason. `npu`: Ethos-U configurations to compile for with vela (npu/;
-    its estimates in the manifest, marked as such: no NPU ran them).
+    `inputs` (inputs.model_inputs: `random[:N]`, a .npy file, `mnist[:N]`; N defaults to
+    `golden`): the golden vectors of any int8 model, those inputs and TFLM's outputs on them
+    (accuracy only with labels). Without it, a model of MNIST's shapes is bundled as always.
 
-    `prove`: platforms (options.PROOF_PLATFORMS) to prove the bundle on, their environments
-    prepared in the cache on first use; their results go into the manifest. A proof whose
-    bundled model did not load is a failed check (CheckFailed, after the bundle is written).
+    `engines`: tflm (model_data.h/.cc) and codegen (c_engine/: the model compiled to C, checked
+    against TFLM here; CMSIS-NN from `sources`); with both, a C engine that cannot be made for
+    want of a compiler or sources (or of a float model) is left out, with the reason. `npu`:
+    Ethos-U configurations to compile for with vela (npu/; vela's estimates in the manifest).
+
+    `prove`: platforms (options.PROOF_PLATFORMS) to prove the bundle on (MNIST's images only:
+    for other inputs, `not_proven` says why). A proof whose bundled model did not load is a
+    failed check (CheckFailed, after the bundle is written). Bad input: one line, no folder.
     """
     _check_options(prove, prove_images, golden, c_name, max_arena, max_flash, engines, npu)
     artifacts = Path(artifacts)
@@ -396,46 +476,40 @@ def bundle(
     out = Path(out) if out is not None else artifacts / BUNDLE_DIR
     # A batch tool never prompts: an earlier bundle (its manifest) is replaced only on request.
     refuse_overwrite([out / MANIFEST], overwrite)
-    device = load_device_model(model)
-    model_bytes, info = device.data, device.info
+    device = load_device_model(model, any_shape=True)
+    chosen, golden = choose_inputs(device, inputs, golden, seed, data)
+    engines = list(dict.fromkeys(engines))
+    refuse_for_c_engine(engines, device)
 
     # Budgets first: a firmware CI gating on them should not wait for the accuracy runs.
-    log.info("Measuring the TFLM tensor arena of %s", model.name)
-    arena = measure_arena(model_bytes, str(model), info)
-    check_budgets(
-        [
-            Need("flash", model.name, len(model_bytes), max_flash, "--max-flash", FLASH_DETAIL),
-            Need("arena", model.name, arena.bytes, max_arena, "--max-arena", "TFLM's tensor arena"),
-        ]
-    )
-    out = prepare_output_dir(out)
-
-    mnist = ensure_test_split(data)
-    q = quantize(to_float(mnist.x_test), device.input)
-    # TFLM at exactly the arena the manifest states: the golden run is also the proof it works.
-    tflm = TFLMRunner(model, arena_size=arena.bytes)
-    outputs, accuracy, keras_accuracy = _measure_accuracy(model, artifacts, mnist, q, tflm, golden)
-    vectors = golden_vectors(q, outputs["tflm"], mnist.y_test, golden)
-    others = [p for p in sorted(artifacts.glob("*.tflite")) if p.resolve() != model.resolve()]
-    result = _manifest(
-        device, out, arena, outputs, vectors, others, artifacts, keras_accuracy, accuracy
-    )
-    engines = list(dict.fromkeys(engines))
-    c_files, c_summary, left_out = _c_engine(engines, device, vectors, q, outputs["tflm"], sources)
-    npu_files, npu_estimates = _npu(npu, model)
-    result = replace(
-        result,
-        on_target=on_target(artifacts, sha256_bytes(model_bytes)),
-        proven=_prove(
-            prove, model, vectors, mnist, outputs, tflm, q, others, prove_cpu, prove_images
-        ),
-        engines=[e for e in engines if e != "codegen" or c_summary is not None],
-        c_engine=c_summary,
-        not_bundled=left_out,
-        agreement=[*result.agreement, *([c_summary.host_check] if c_summary else [])],
-        npu=npu_estimates,
-    )
-    result = _write_bundle(out, result, model_bytes, c_name, vectors, c_files, npu_files)
+    arena = _measure_budgets(device, max_arena, max_flash)
+    with _removed_on_failure(out):
+        out = prepare_output_dir(out)
+        # TFLM at exactly the arena the manifest states: the golden run is also the proof it
+        # works.
+        tflm = TFLMRunner(model, arena_size=arena.bytes, any_shape=True)
+        if chosen is None:
+            runs = _mnist_runs(model, artifacts, data, device, tflm, golden)
+        else:
+            outputs, accuracy, vectors = run_given(device, chosen, tflm)
+            runs = _Runs(chosen.values, outputs, accuracy, None, vectors, None)
+        others = [p for p in sorted(artifacts.glob("*.tflite")) if p.resolve() != model.resolve()]
+        result = _manifest(device, out, arena, runs, others, artifacts)
+        c_files, c_summary, left_out = _c_engine(engines, device, runs, sources)
+        npu_files, npu_estimates = _npu(npu, model)
+        proven, not_proven = _prove(prove, device, runs, tflm, others, prove_cpu, prove_images)
+        result = replace(
+            result,
+            on_target=on_target(artifacts, device.sha256),
+            proven=proven,
+            not_proven=not_proven,
+            engines=[e for e in engines if e != "codegen" or c_summary is not None],
+            c_engine=c_summary,
+            not_bundled=left_out,
+            agreement=[*result.agreement, *([c_summary.host_check] if c_summary else [])],
+            npu=npu_estimates,
+        )
+        result = _write_bundle(out, result, device.data, c_name, runs.vectors, c_files, npu_files)
     log.info("Wrote the bundle to %s", out)
     failed = [f"{p.target}: {'; '.join(p.failures)}" for p in result.proven if p.failures]
     if failed:
@@ -443,19 +517,44 @@ def bundle(
     return result
 
 
-def _prove(platforms, model, vectors, mnist, outputs, tflm, q, others, cpu, images) -> list:
-    """Each asked-for platform proof (mnist_edge.proofs), on the first `images` test images."""
+def _measure_budgets(device: DeviceModel, max_arena, max_flash) -> ArenaReport:
+    """TFLM's tensor arena, measured; CheckFailed naming every budget the model exceeds."""
+    name, data = device.name, device.data
+    log.info("Measuring the TFLM tensor arena of %s", name)
+    arena = measure_arena(data, str(device.path), device.info)
+    check_budgets(
+        [
+            Need("flash", name, len(data), max_flash, "--max-flash", FLASH_DETAIL),
+            Need("arena", name, arena.bytes, max_arena, "--max-arena", "TFLM's tensor arena"),
+        ]
+    )
+    return arena
+
+
+def _prove(platforms, device, runs: _Runs, tflm, others, cpu, images) -> tuple[list, list[str]]:
+    """Each asked-for platform proof (mnist_edge.proofs), on the first `images` test images;
+    for a model run on other inputs, none, and why (they run MNIST's images)."""
     if not platforms:
-        return []
+        return [], []
+    if runs.mnist is None:
+        shape = "×".join(map(str, device.input.shape[1:]))
+        why = (
+            f"the platform proofs run MNIST's test images (and `mnist-edge predict` on PNGs of "
+            f"them); {device.name} takes {device.input.dtype} {shape} inputs"
+        )
+        platforms = list(dict.fromkeys(platforms))
+        log.warning("Not proving on %s: %s", ", ".join(platforms), why)
+        return [], [f"{platform}: not run: {why}" for platform in platforms]
     from mnist_edge.proofs import Bundle, prove
 
-    host = outputs["tflm"]
+    model, vectors, mnist = device.path, runs.vectors, runs.mnist
+    host = runs.outputs["tflm"]
     if len(host) < images:
         log.info("Running TFLM on %d test images for the proofs", images)
-        host = tflm.predict_raw(q[:images])
+        host = tflm.predict_raw(runs.inputs[:images])
     bundled = Bundle(model, vectors.inputs, vectors.outputs, vectors.labels)
     extras = [p for p in others if p.suffix in (".tflite", ".onnx")]
-    return [
+    proofs = [
         prove(
             platform,
             bundled,
@@ -468,3 +567,4 @@ def _prove(platforms, model, vectors, mnist, outputs, tflm, q, others, cpu, imag
         )
         for platform in dict.fromkeys(platforms)
     ]
+    return proofs, []

@@ -10,7 +10,7 @@
 
 #define GOLDEN_COUNT ${count}
 
-/* Inputs exactly as fed to the model (int8, 28x28x1), and host TFLM's int8 outputs. */
+/* Inputs exactly as fed to the model (${input_note}), and host TFLM's ${output_note} outputs. */
 static const int8_t golden_inputs[GOLDEN_COUNT][${PREFIX}_INPUT_BYTES] = {
 ${inputs}
 };

@@ -27,6 +27,7 @@ from tests.conftest import TflmOutputs
 from tests.helpers import SOURCES_DIR, need_module, needs_sources
 
 TEST_IMAGES = 10_000
+SANITIZED_IMAGES = 2_000
 
 
 def identical(outputs: np.ndarray, expected: TflmOutputs) -> int:
@@ -356,17 +357,19 @@ def run_harness(harness: Path, inputs: np.ndarray, folder: Path) -> subprocess.C
 
 @needs_sources
 @pytest.mark.needs_tools(("cc", "gcc"))
-def test_sanitized_harness_runs_every_image_clean_and_bit_exact(mcu, sources, tmp_path):
+def test_sanitized_harness_runs_images_clean_and_bit_exact(mcu, sources, tmp_path):
+    """The first 2,000 test images under ASan/UBSan (the plan is static: every image takes the
+    same steps; all 10,000 are compared unsanitized above, in a fifth of the time)."""
     from mnist_edge.codegen.host import build
 
     engine = generate(mcu.data, mcu.path.name)
     harness = build(engine, sanitize=True).path
-    done = run_harness(harness, mcu.inputs, tmp_path)
+    done = run_harness(harness, mcu.inputs[:SANITIZED_IMAGES], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "runtime error" not in done.stderr and "Sanitizer" not in done.stderr
-    assert done.stdout.strip() == f"{TEST_IMAGES} images"
-    outputs = np.fromfile(tmp_path / "outputs.bin", dtype=np.int8)
-    assert identical(outputs, mcu) == TEST_IMAGES
+    assert done.stdout.strip() == f"{SANITIZED_IMAGES} images"
+    outputs = np.fromfile(tmp_path / "outputs.bin", dtype=np.int8).reshape(SANITIZED_IMAGES, -1)
+    assert (outputs == mcu.outputs[:SANITIZED_IMAGES].reshape(outputs.shape)).all()
 
 
 @needs_sources

@@ -300,8 +300,7 @@ def firmware(
     `engines`: tflm (the interpreter, with `kernels`) and codegen (the model compiled to C,
     CMSIS-NN's kernels). A pair that cannot be built (TFLM on a 16 KB board) is refused in one
     line when it is all that was asked for, else left out and listed in `not_built`.
-    `optimise`: the C engine's memory plan, speed, size or auto (speed where it fits the
-    board's RAM, else size).
+    `optimise`: the C engine's plan (speed, size, or auto: speed where it fits the board).
 
     `images` are the model's inputs (inputs.ModelInputs: MNIST, random or a file's), or MNIST
     test images (uint8 N×28×28, test-set indices 0..N-1) with their `labels`.
@@ -334,11 +333,9 @@ def firmware(
     prepare_output_dir(out)
     tree = prepare_sources(sources)
     inputs = _project_inputs(device, images, tree)
+    configs = [Config(inputs, b, k, tree, toolchains[b.arch], e, optimise) for e, b, k in chosen]
     staging = Path(tempfile.mkdtemp(prefix=".firmware-staging-", dir=out))
     try:
-        configs = [
-            Config(inputs, b, k, tree, toolchains[b.arch], e, optimise) for e, b, k in chosen
-        ]
         results = [_built_and_described(c, staging, run, timeout_s) for c in configs]
         _check_budgets(results, max_flash, max_ram)
         _copy_licenses(tree, staging / LICENSES_DIR)

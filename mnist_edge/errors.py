@@ -29,6 +29,14 @@ class CheckFailed(MnistEdgeError):
         self.label = label
 
 
+class DoesNotFit(MnistEdgeError):
+    """A firmware's link overflowed a memory region of its board ("RAM" or "FLASH")."""
+
+    def __init__(self, region: str, message: str):
+        super().__init__(message)
+        self.region = region
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (or its type), for a one-line error."""
     text = str(exc).strip()

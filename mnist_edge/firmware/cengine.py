@@ -16,11 +16,10 @@ from mnist_edge import __version__, codegen
 from mnist_edge.codegen.graph import refuse_unsupported
 from mnist_edge.codegen.plan import OPTIMISE, MemoryPlan, StreamStage
 from mnist_edge.device import DeviceModel
-from mnist_edge.errors import MnistEdgeError, ModelError
+from mnist_edge.errors import DoesNotFit, MnistEdgeError, ModelError
 from mnist_edge.firmware import harness
 from mnist_edge.firmware.boards import Board
 from mnist_edge.firmware.configs import Config, Engine
-from mnist_edge.firmware.harness import DoesNotFit
 from mnist_edge.firmware.project import render
 from mnist_edge.firmware.qemu import QemuRun
 from mnist_edge.records import FirmwareResult
@@ -87,7 +86,7 @@ class CodegenEngine(Engine):
             "make_example": f"CMSIS_NN={config.tree.path('CMSIS-NN')}",
         }
 
-    def files(self, config: Config, optimise: str = "speed") -> tuple[dict[str, bytes], int]:
+    def files(self, config: Config, optimise: str) -> tuple[dict[str, bytes], int]:
         """The engine's files and the harness's, for the configuration; the plan's arena. The
         plan sizes CMSIS-NN's scratch for the board's build of it (its ISA) alone."""
         inputs = config.inputs

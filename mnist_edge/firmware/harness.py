@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_edge import __version__
-from mnist_edge.errors import MnistEdgeError
+from mnist_edge.errors import DoesNotFit, MnistEdgeError
 from mnist_edge.files import sha256_file, write_files_atomic
 from mnist_edge.firmware.build import (
     PACKAGES,
@@ -183,14 +183,6 @@ def link(
             f"{size.length:,} bytes) overflowed by {int(over):,} bytes.",
         ) from None
     return run.seconds
-
-
-class DoesNotFit(MnistEdgeError):
-    """The link overflowed a memory region of the board ("RAM" or "FLASH")."""
-
-    def __init__(self, region: str, message: str):
-        super().__init__(message)
-        self.region = region
 
 
 def run_checked(config: Config, elf: Path, timeout_s: float, cwd: Path) -> QemuRun:

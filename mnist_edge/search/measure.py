@@ -14,7 +14,7 @@ import numpy as np
 
 from mnist_edge.artifacts import MCU_TFLITE, MODEL_FILE, record_payload
 from mnist_edge.data import Mnist, to_float
-from mnist_edge.errors import CheckFailed, MnistEdgeError
+from mnist_edge.errors import CheckFailed, DoesNotFit
 from mnist_edge.files import json_bytes, sha256_bytes, write_files_atomic
 from mnist_edge.model import VALIDATION_SPLIT, learning_rate_schedule
 from mnist_edge.model_info import count_macs, read_model
@@ -124,12 +124,7 @@ def _on_board(model: Path, mnist: Mnist, settings: SearchSettings, folder: Path,
             # for size (`firmware --optimise size` gives the trial's figures again).
             optimise="size",
         )
-    except CheckFailed as exc:
-        return None, str(exc)
-    except MnistEdgeError as exc:
-        # The one error a model of the family can cause: it does not fit the board's memory.
-        if "does not fit" not in str(exc):
-            raise
+    except (CheckFailed, DoesNotFit) as exc:  # over a budget, or over the board's memory
         return None, str(exc)
     return report.results[0], ""
 

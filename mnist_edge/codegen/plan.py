@@ -167,7 +167,7 @@ def _buffer_names(graph: Graph, in_place: bool) -> dict[int, str]:
                 in_place
                 and isinstance(layer, Conv2D)
                 and dies_here(layer.input, position)
-                and not _fuses_with_pool(graph, position)
+                and _pool_after(graph, position) is None
                 and _in_place_safe(layer)
             ):
                 name = names[layer.input.index]
@@ -177,18 +177,19 @@ def _buffer_names(graph: Graph, in_place: bool) -> dict[int, str]:
     return {k: OUTPUT if v == final else v for k, v in names.items()}
 
 
-def _fuses_with_pool(graph: Graph, position: int) -> bool:
-    """Whether the layer at `position` (a convolution) is followed by the max-pool that alone
-    reads its output: the two are computed together (FusedStage)."""
+def _pool_after(graph: Graph, position: int) -> MaxPool2D | None:
+    """The max-pool that follows the layer at `position` (a convolution) and alone reads its
+    output, which the two can compute together (FusedStage); None if there is none."""
     layer = graph.layers[position]
     after = graph.layers[position + 1] if position + 1 < len(graph.layers) else None
-    return (
+    fuses = (
         isinstance(layer, Conv2D)
         and isinstance(after, MaxPool2D)
         and after.input.index == layer.output.index
         and graph.readers(layer.output.index) == [after]
         and layer.output.index != graph.output.index
     )
+    return after if fuses else None
 
 
 def _stages(
@@ -209,12 +210,8 @@ def _stages(
         layer = layers[i]
         position = graph.layers.index(layer)
         source, target = names[layer.input.index], names[layer.output.index]
-        pool = graph.layers[position + 1] if position + 1 < len(graph.layers) else None
-        if (
-            level != "layers"
-            and _fuses_with_pool(graph, position)
-            and (optimise == "size" or edge_applies(layer, pool))
-        ):
+        pool = _pool_after(graph, position) if level != "layers" else None
+        if pool is not None and (optimise == "size" or edge_applies(layer, pool)):
             stages.append(fused_stage(layer, pool, source, names[pool.output.index], isa))
             i += 2
             continue

@@ -51,9 +51,14 @@ class ModelInputs:
     @property
     def labels_or_none(self) -> np.ndarray:
         """uint8 labels for the firmware's labels.bin: 255 where there is no label."""
-        if self.labels is None:
-            return np.full(self.count, 255, np.uint8)
-        return self.labels.astype(np.uint8)
+        return label_bytes(self.labels, self.count)
+
+
+def label_bytes(labels: np.ndarray | None, count: int) -> np.ndarray:
+    """Labels as the C files hold them, uint8: 255 for each of `count` inputs without one."""
+    if labels is None:
+        return np.full(count, 255, np.uint8)
+    return np.asarray(labels).astype(np.uint8)
 
 
 def takes_mnist(spec: TensorSpec) -> bool:

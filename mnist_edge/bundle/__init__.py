@@ -259,7 +259,7 @@ def _write_bundle(
     atomic step."""
     described = golden.described + (" (labels 255)" if golden.labels is None else "")
     golden_h, golden_cc = golden_data_files(
-        golden.inputs, golden.flat_outputs(), golden.labels_or_none, c_name, result.model, described
+        golden.inputs, golden.flat_outputs(), golden.c_labels, c_name, result.model, described
     )
     given = golden if golden.source is not None else None
     payloads: dict[str, bytes] = {

@@ -16,9 +16,9 @@ import numpy as np
 from mnist_edge.artifacts import GOLDEN_FILE
 from mnist_edge.device import DeviceModel
 from mnist_edge.errors import MnistEdgeError, ModelError
-from mnist_edge.inputs import ModelInputs
+from mnist_edge.inputs import ModelInputs, label_bytes, takes_mnist
 from mnist_edge.records import RuntimeAccuracy
-from mnist_edge.tensors import IMAGE_SHAPE, NUM_CLASSES
+from mnist_edge.tensors import NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,9 @@ class GoldenVectors:
         return len(self.inputs)
 
     @property
-    def labels_or_none(self) -> np.ndarray:
-        """uint8 labels for golden_data.cc: 255 where there is no label."""
-        if self.labels is None:
-            return np.full(self.count, 255, np.uint8)
-        return self.labels
+    def c_labels(self) -> np.ndarray:
+        """The labels as golden_data.cc holds them (inputs.label_bytes)."""
+        return label_bytes(self.labels, self.count)
 
     @property
     def described(self) -> str:
@@ -102,10 +100,9 @@ def given_vectors(
     )
 
 
-def takes_mnist(device: DeviceModel) -> bool:
+def _scores_mnist(device: DeviceModel) -> bool:
     """Whether the model takes MNIST's 28×28×1 images and scores its 10 digits."""
-    image, scores = tuple(device.input.shape[1:]), tuple(device.output.shape[1:])
-    return image == IMAGE_SHAPE and scores == (NUM_CLASSES,)
+    return takes_mnist(device.input) and tuple(device.output.shape[1:]) == (NUM_CLASSES,)
 
 
 def choose_inputs(
@@ -121,7 +118,7 @@ def choose_inputs(
     from mnist_edge.data import MnistTest
     from mnist_edge.inputs import model_inputs
 
-    mnist_model = takes_mnist(device)
+    mnist_model = _scores_mnist(device)
     if spec is None and mnist_model:
         return None, golden
     # A loaded test split is for the MNIST run; mnist:N here only counts (from the cache).
